@@ -1,0 +1,62 @@
+"""Command line: `xenrig COMMAND ...`.
+
+Each command lives in its own module in this package and exposes
+`register(subparsers)`; the module's handler returns an exit code.  This file
+only dispatches and turns errors into one paragraph: no traceback reaches a
+user for a problem they can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from harness.errors import XenrigError
+
+# Order is the order of `xenrig --help`.
+COMMAND_MODULES = [
+    "doctor",
+    "images",
+    "up",
+    "down",
+    "run",
+    "shell",
+    "check",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xenrig",
+        description="Hardware-in-the-loop harness for Xen's PV-on-HVM drivers.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"harness.cli.{name}_cmd")
+        except ModuleNotFoundError as exc:
+            # A command whose module is not there yet is simply not offered.
+            if exc.name == f"harness.cli.{name}_cmd":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except XenrigError as exc:
+        print(f"xenrig: ERROR ({exc.kind}): {exc.paragraph()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("xenrig: interrupted; everything started was stopped.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The error vocabulary every layer raises and the CLI turns into one line.
+
+Outcomes follow DESIGN.md: PASS 0, FAIL 1, ERROR 2.  A XenrigError is always
+an ERROR (the harness or its infrastructure failed); a failing check is not
+an exception but a result.
+"""
+
+
+class XenrigError(Exception):
+    """Base: a problem the user can act on, described in one paragraph."""
+
+    exit_code = 2
+    kind = "infrastructure"
+
+    def __init__(self, message: str, *, hint: str = "", log: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.log = log
+
+    def paragraph(self) -> str:
+        parts = [self.message.rstrip(".") + "."]
+        if self.log:
+            parts.append(f"See {self.log}.")
+        if self.hint:
+            parts.append(self.hint.rstrip(".") + ".")
+        return " ".join(parts)
+
+
+class ConfigError(XenrigError):
+    """A configuration file, key or value is wrong."""
+
+    kind = "config"
+
+
+class UsageError(XenrigError):
+    """A command was called with arguments or files that cannot work."""
+
+    kind = "usage"
+
+
+class HostSetupError(XenrigError):
+    """The host lacks a package or a capability (xenrig doctor tells which)."""
+
+    kind = "host"
+
+
+class InfraError(XenrigError):
+    """Image build, boot, SSH, or a tool failed: not the subject under test."""
+
+
+class StageTimeout(InfraError):
+    """A wait ran out of time; the message names the stage and the log."""
