@@ -19,12 +19,17 @@ class XenrigError(Exception):
         self.log = log
 
     def paragraph(self) -> str:
-        parts = [self.message.rstrip(".") + "."]
+        parts = [_sentence(self.message)]
         if self.log:
             parts.append(f"See {self.log}.")
         if self.hint:
-            parts.append(self.hint.rstrip(".") + ".")
+            parts.append(_sentence(self.hint))
         return " ".join(parts)
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text if text.endswith((".", "?", "!")) else text + "."
 
 
 class ConfigError(XenrigError):

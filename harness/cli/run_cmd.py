@@ -1,0 +1,37 @@
+"""xenrig run SCENARIO.yaml: boot, check, report; exit 0 PASS, 1 FAIL, 2 ERROR."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness import runner
+from harness.report import summary_text
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a scenario (boot the stack, check, report, tear down)")
+    p.add_argument("scenario", type=Path, help="scenario file, e.g. configs/smoke.yaml")
+    p.add_argument("--host", type=Path, help="host config to use instead of the scenario's")
+    p.add_argument("--console", action="store_true", help="show the L0 serial console (Xen + dom0) live")
+    p.add_argument("--run-dir", type=Path, help="folder for the report (default: runs/<time>-<scenario>)")
+    p.set_defaults(handler=handle)
+
+
+def handle(args) -> int:
+    scenario, host = runner.load(args.scenario, args.host)
+    if args.run_dir:
+        args.run_dir.mkdir(parents=True, exist_ok=True)
+    result = runner.run_scenario(scenario, host, run_dir=args.run_dir, console=args.console)
+    rep = result.report
+    sys.stdout.write(summary_text(rep))
+    counts = {o: sum(1 for c in rep.checks if c.outcome == o) for o in ("PASS", "FAIL", "ERROR")}
+    line = f"xenrig: {result.outcome} {scenario.name}: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} errors"
+    if result.outcome == "ERROR" and result.error is not None:
+        line += f" (infrastructure: {result.error.message.splitlines()[0][:200]})"
+    elif result.outcome == "FAIL":
+        first = next(c for c in rep.checks if c.outcome == "FAIL")
+        line += f" (first failure: {first.id}: {first.message})"
+    print(f"{line}; report: {rep.run_dir / 'report.json'}")
+    return result.exit_code
+

@@ -1,0 +1,18 @@
+"""Configuration: YAML files validated into the typed objects of `schema`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.config.loader import load
+from harness.config.schema import DiskConfig, GuestConfig, HostConfig, Scenario, Timeouts
+
+__all__ = ["DiskConfig", "GuestConfig", "HostConfig", "Scenario", "Timeouts", "load_host", "load_scenario"]
+
+
+def load_host(path: Path | str) -> HostConfig:
+    return load(path, HostConfig)
+
+
+def load_scenario(path: Path | str) -> Scenario:
+    return load(path, Scenario)

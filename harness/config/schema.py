@@ -1,0 +1,122 @@
+"""The typed configuration: hosts, guests, scenarios.
+
+Every setting is declared here with its type and default; the loader
+validates YAML against these classes, so code below this layer never looks
+settings up by string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+
+def _rng(lo: int, hi: int) -> dict:
+    return {"min": lo, "max": hi}
+
+
+@dataclass
+class Timeouts:
+    """Seconds each wait may take before the stage is declared stuck."""
+
+    image_build_s: int = field(default=1800, metadata=_rng(10, 36000))
+    dom0_boot_s: int = field(default=300, metadata=_rng(5, 3600))
+    guest_boot_s: int = field(default=300, metadata=_rng(5, 3600))
+    command_s: int = field(default=120, metadata=_rng(1, 3600))
+    shutdown_s: int = field(default=30, metadata=_rng(1, 600))
+
+
+@dataclass
+class HostConfig:
+    """A Xen host: a nested one we boot in QEMU, or a real one over SSH."""
+
+    name: str = "local"
+    kind: Literal["nested", "remote"] = "nested"
+    # nested: the L0 VM
+    accel: Literal["auto", "tcg", "kvm"] = "auto"
+    libvirt_uri: str = "qemu:///embed"
+    machine: Literal["pc", "q35"] = "pc"
+    memory_mib: int = field(default=3072, metadata=_rng(1024, 1 << 20))
+    vcpus: int = field(default=2, metadata=_rng(1, 256))
+    dom0_mem_mib: int = field(default=1024, metadata=_rng(256, 1 << 20))
+    xen_cmdline_extra: str = ""
+    dom0_cmdline_extra: str = ""
+    # remote: where dom0's sshd is and how we trust it
+    address: str | None = None
+    port: int = field(default=22, metadata=_rng(1, 65535))
+    user: str = "root"
+    key: Path | None = None
+    host_key: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    def validate(self):
+        if self.kind == "remote":
+            for key in ("address", "key", "host_key"):
+                if getattr(self, key) is None:
+                    return key, "is required for a remote host (kind: remote)"
+        if self.kind == "nested" and self.dom0_mem_mib + 512 > self.memory_mib:
+            return "dom0_mem_mib", f"leaves too little of memory_mib={self.memory_mib} for Xen and a guest (keep 512 MiB free)"
+        if not (self.libvirt_uri.startswith("qemu:///embed") or self.libvirt_uri.startswith("qemu:///system")):
+            return "libvirt_uri", "must be qemu:///embed (no daemon) or qemu:///system"
+        return None
+
+
+@dataclass
+class DiskConfig:
+    """One vbd of the HVM guest."""
+
+    vdev: str = "xvda"
+    backend: Literal["phy", "qdisk"] = "phy"
+    size_mib: int = field(default=64, metadata=_rng(1, 65536))
+
+    def validate(self):
+        if not (self.vdev.startswith("xvd") and self.vdev[3:].isalpha() and len(self.vdev) == 4):
+            return "vdev", f"must be xvda..xvdz, got {self.vdev!r}"
+        return None
+
+
+@dataclass
+class GuestConfig:
+    """The HVM guest that runs the frontends."""
+
+    memory_mib: int = field(default=256, metadata=_rng(64, 1 << 20))
+    vcpus: int = field(default=1, metadata=_rng(1, 64))
+    max_grant_frames: int | None = field(default=None, metadata=_rng(1, 4096))
+    disks: list[DiskConfig] = field(default_factory=lambda: [DiskConfig()])
+    cmdline_extra: str = ""
+
+    def validate(self):
+        vdevs = [d.vdev for d in self.disks]
+        if len(set(vdevs)) != len(vdevs):
+            return "disks", f"two disks share a vdev: {vdevs}"
+        return None
+
+
+# The smoke checks a scenario may name (harness/checks/smoke.py); a name
+# without [vdev] means "for every disk".
+SMOKE_CHECKS = (
+    "xen.hvm-enabled", "guest.platform-pci", "guest.platform-pci-driver", "guest.grant-table-v1",
+    "guest.blkfront-bound", "guest.io-roundtrip",
+)
+
+
+@dataclass
+class Scenario:
+    """What `xenrig run FILE` does."""
+
+    name: str
+    host: Path = Path("hosts/local.yaml")
+    guest: GuestConfig = field(default_factory=GuestConfig)
+    checks: list[str] = field(default_factory=list)
+    io_mib: int = field(default=4, metadata=_rng(1, 4096))
+    description: str = ""
+
+    def validate(self):
+        for name in self.checks:
+            if name.split("[")[0] not in SMOKE_CHECKS:
+                return "checks", f"names an unknown check '{name}' (known: {', '.join(SMOKE_CHECKS)})"
+        for disk in self.guest.disks:
+            if self.io_mib > disk.size_mib:
+                return "io_mib", f"is {self.io_mib} MiB but disk {disk.vdev} has only {disk.size_mib} MiB"
+        return None

@@ -1,0 +1,125 @@
+"""An HVM guest on a Xen host: created with xl from dom0, commands run in it
+through the guest agent, always destroyed on the way out.
+
+Transport for commands (documented in docs/guest-agent.md): a virtio-serial
+port of the guest is a unix socket of qemu-xen in dom0; a busybox-sh agent
+in the guest serves a line protocol on it, and `guestctl.py` (uploaded into
+dom0) relays one command per SSH exec.  It needs no network and no grant
+of its own, so it neither disturbs nor depends on the PV paths under test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from harness.config import GuestConfig
+from harness.errors import InfraError, StageTimeout
+from harness.guest import xlcfg
+from harness.host.ssh import Result
+from harness.host.xen_host import AGENT_DIR, XenHost
+from harness.stages import Timeline
+
+GUEST_IMAGE_DIR = "/var/lib/xenrig/guest-image"
+UNREACHABLE = 255
+PANIC = re.compile(r"Kernel panic - not syncing.*|BUG: .*|Oops: .*")
+
+
+@dataclass
+class HvmGuest:
+    host: XenHost
+    cfg: GuestConfig
+    paths: xlcfg.GuestPaths
+    domid: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.paths.name
+
+    def run(self, command: str, *, timeout_s: float | None = None, check: bool = False, what: str | None = None) -> Result:
+        """Run `command` with sh in the guest; its exit status and output."""
+        timeout_s = timeout_s or self.host.cfg.timeouts.command_s
+        relay = (f"python3 {AGENT_DIR}/guestctl.py --socket {shlex.quote(self.paths.agent_socket)} "
+                 f"--timeout {int(timeout_s)} run -- {shlex.quote(command)}")
+        res = self.host.run(relay, timeout_s=timeout_s + 20)
+        if res.exit_status == UNREACHABLE and res.stderr.startswith("guestctl:"):
+            raise InfraError(f"guest {self.name}: {res.stderr.strip()} (while running '{command[:80]}')",
+                             hint=f"The guest console is {self.paths.console_log} in dom0")
+        if check and res.exit_status != 0:
+            raise InfraError(f"guest {self.name}: {what or repr(command[:80])} failed with status {res.exit_status}: "
+                             + res.stdout.strip()[-600:])
+        return res
+
+    def ping(self, timeout_s: float) -> bool:
+        res = self.host.run(f"python3 {AGENT_DIR}/guestctl.py --socket {shlex.quote(self.paths.agent_socket)} "
+                            f"--timeout {int(timeout_s)} ping", timeout_s=timeout_s + 15)
+        return res.ok
+
+    def console(self) -> str:
+        res = self.host.run(f"cat {shlex.quote(self.paths.console_log)} 2>/dev/null", timeout_s=30)
+        return res.stdout
+
+    def exists(self) -> bool:
+        return self.host.domid(self.name) is not None
+
+
+def _prepare(host: XenHost, cfg: GuestConfig, paths: xlcfg.GuestPaths) -> None:
+    # Leftovers of a killed run on a kept-up or real host: same name, same files.
+    if host.domid(paths.name) is not None:
+        host.xl(f"destroy {paths.name}", check=False, timeout_s=60)
+    cmds = [f"rm -rf {shlex.quote(paths.run_dir)}", f"mkdir -p {shlex.quote(paths.run_dir)}"]
+    for disk in cfg.disks:
+        cmds.append(f"truncate -s {disk.size_mib}M {shlex.quote(paths.vbd_image(disk))}")
+    host.run(" && ".join(cmds), check=True, timeout_s=60, what="preparing the guest's files in dom0")
+    host.ssh.write(paths.config, xlcfg.render(cfg, paths))
+
+
+def wait_ready(guest: HvmGuest, timeout_s: float, stage: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if guest.ping(min(15.0, max(1.0, left))):
+            return
+        if not guest.exists():
+            raise InfraError(f"stage '{stage}': guest {guest.name} stopped before its agent answered; its console ends with:\n"
+                             + "\n".join(guest.console().strip().splitlines()[-15:]) + "\n")
+        panic = PANIC.search(guest.console())
+        if panic:
+            raise InfraError(f"stage '{stage}': guest {guest.name} console shows '{panic.group(0)[:160]}'")
+        if time.monotonic() >= deadline:
+            raise StageTimeout(f"stage '{stage}': guest {guest.name} agent did not answer within {timeout_s:.0f}s; console ends with:\n"
+                               + "\n".join(guest.console().strip().splitlines()[-15:]) + "\n")
+
+
+@contextlib.contextmanager
+def start(host: XenHost, cfg: GuestConfig, timeline: Timeline, *, name: str = "xenrig-guest",
+          ramdisk: str | None = None, artifacts: Path | None = None, keep: bool = False) -> Iterator[HvmGuest]:
+    paths = xlcfg.GuestPaths(name=name, run_dir=f"/run/xenrig/guests/{name}",
+                             kernel=f"{GUEST_IMAGE_DIR}/vmlinuz", ramdisk=ramdisk or f"{GUEST_IMAGE_DIR}/initrd.img")
+    guest = HvmGuest(host, cfg, paths)
+    created = False
+    try:
+        with timeline.stage("start HVM guest") as st:
+            _prepare(host, cfg, paths)
+            res = host.xl(f"create {paths.config}", check=False, timeout_s=120)
+            if not res.ok:
+                raise InfraError(f"'xl create' failed for guest {name}: " + (res.stderr or res.stdout).strip()[-800:],
+                                 hint=f"The xl config is {paths.config} in dom0; /var/log/xen/ has libxl's logs")
+            created = True
+            guest.domid = host.domid(name)
+            timeline.note(f"guest {name} is domain {guest.domid}")
+            wait_ready(guest, host.cfg.timeouts.guest_boot_s, st.name)
+        yield guest
+    finally:
+        if artifacts is not None and created:
+            with contextlib.suppress(Exception):
+                artifacts.mkdir(parents=True, exist_ok=True)
+                (artifacts / f"{name}-console.log").write_text(guest.console())
+        if created and not keep:
+            with timeline.stage("destroy HVM guest"):
+                host.xl(f"destroy {name}", check=False, timeout_s=host.cfg.timeouts.shutdown_s + 30)

@@ -1,0 +1,89 @@
+"""A Xen host seen through dom0: xl, Xen's log, debug keys, files.
+
+The same class serves the nested host (reached through the L0 VM's
+forwarded port) and a real Xen host over the network: everything above
+`connect` is the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from harness.config import HostConfig
+from harness.errors import InfraError
+from harness.host.ssh import Result, SshSession
+
+AGENT_DIR = "/run/xenrig/agent"
+WORK_DIR = "/run/xenrig"
+REMOTE_SOURCES = Path(__file__).resolve().parent.parent / "remote"
+
+
+@dataclass
+class Endpoint:
+    address: str
+    port: int
+    user: str
+    key_file: Path
+    host_key: str
+
+
+class XenHost:
+    def __init__(self, ssh: SshSession, cfg: HostConfig):
+        self.ssh = ssh
+        self.cfg = cfg
+        self.machine = None   # the L0 VM when the host is nested (harness.machine.Machine)
+
+    def run(self, command: str, *, timeout_s: float | None = None, check: bool = False, what: str | None = None) -> Result:
+        return self.ssh.run(command, timeout_s=timeout_s or self.cfg.timeouts.command_s, check=check, what=what)
+
+    def xl(self, args: str, *, timeout_s: float | None = None, check: bool = True) -> Result:
+        return self.run(f"xl {args}", timeout_s=timeout_s, check=check, what=f"'xl {args}'")
+
+    def dmesg(self, clear: bool = False) -> str:
+        return self.xl("dmesg -c" if clear else "dmesg", timeout_s=30).stdout
+
+    def debug_key(self, key: str) -> None:
+        self.xl(f"debug-keys {key}", timeout_s=30)
+
+    def info(self) -> dict[str, str]:
+        out = self.xl("info", timeout_s=30).stdout
+        return parse_xl_info(out)
+
+    def domid(self, name: str) -> int | None:
+        res = self.xl(f"domid {name}", check=False, timeout_s=30)
+        return int(res.stdout.strip()) if res.ok and res.stdout.strip().isdigit() else None
+
+    def upload_agents(self) -> None:
+        """Copy the dom0-side helpers (harness/remote/*.py): uploaded on each
+        connect so a real host needs nothing installed but python3."""
+        self.run(f"mkdir -p {AGENT_DIR}", check=True, timeout_s=30)
+        for src in sorted(REMOTE_SOURCES.glob("*.py")):
+            self.ssh.put(src, f"{AGENT_DIR}/{src.name}", mode=0o755)
+
+
+def parse_xl_info(text: str) -> dict[str, str]:
+    info = {}
+    for line in text.splitlines():
+        m = re.match(r"^(\S+)\s*:\s?(.*)$", line)
+        if m:
+            info[m.group(1)] = m.group(2).strip()
+    return info
+
+
+@contextlib.contextmanager
+def connect(endpoint: Endpoint, cfg: HostConfig, timeout_s: float, label: str = "dom0") -> Iterator[XenHost]:
+    ssh = SshSession(endpoint.address, endpoint.port, endpoint.user, endpoint.key_file, endpoint.host_key, label)
+    try:
+        ssh.connect(timeout_s, stage="ssh to dom0")
+        host = XenHost(ssh, cfg)
+        res = host.run("test -e /proc/xen/capabilities && cat /proc/xen/capabilities", timeout_s=30)
+        if "control_d" not in res.stdout:
+            raise InfraError(f"{endpoint.address}:{endpoint.port} is not a Xen dom0 (/proc/xen/capabilities lacks control_d)")
+        host.upload_agents()
+        yield host
+    finally:
+        ssh.close()

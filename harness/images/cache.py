@@ -1,0 +1,125 @@
+"""A content-addressed store for built images.
+
+An artifact lives in `<cache>/images/<name>-<key>/` where key is the hash of
+everything that went into it (recipe files, builder code, resolved package
+versions).  A manifest records the sha256 of every file; reuse re-hashes them
+so a corrupted or half-written image is rebuilt rather than booted.  Builds
+happen in a temporary folder that is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from harness.errors import InfraError
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def key_of(parts: list[tuple[str, bytes]]) -> str:
+    """Hash of named inputs; names are part of the hash so moves count too."""
+    h = hashlib.sha256()
+    for name, data in sorted(parts):
+        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Artifact:
+    name: str
+    key: str
+    path: Path
+    files: dict[str, str] = field(default_factory=dict)   # relpath -> sha256
+    meta: dict = field(default_factory=dict)
+    reused: bool = False
+
+    def file(self, rel: str) -> Path:
+        return self.path / rel
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = root / "images"
+
+    def dir_for(self, name: str, key: str) -> Path:
+        return self.root / f"{name}-{key}"
+
+    def lookup(self, name: str, key: str) -> Artifact | None:
+        """The cached artifact if present and every file matches its hash."""
+        path = self.dir_for(name, key)
+        manifest = path / MANIFEST
+        if not manifest.exists():
+            return None
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            return None
+        for rel, digest in data["files"].items():
+            f = path / rel
+            if not f.exists() or sha256_file(f) != digest:
+                return None
+        return Artifact(name, key, path, data["files"], data.get("meta", {}), reused=True)
+
+    def build(self, name: str, key: str, builder: Callable[[Path], dict]) -> Artifact:
+        """Run `builder(tmpdir) -> meta`, hash what it left, publish atomically."""
+        final = self.dir_for(name, key)
+        tmp = self.root / f".{name}-{key}.building"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            meta = builder(tmp) or {}
+            files = {}
+            for f in sorted(tmp.rglob("*")):
+                if f.is_file() and not f.is_symlink() and f.name != MANIFEST and not _in_scratch(f, tmp):
+                    files[str(f.relative_to(tmp))] = sha256_file(f)
+            shutil.rmtree(tmp / "scratch", ignore_errors=True)
+            (tmp / MANIFEST).write_text(json.dumps(
+                {"name": name, "key": key, "files": files, "meta": meta, "built_at": time.time()}, indent=1))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return Artifact(name, key, final, files, meta)
+
+    def ensure(self, name: str, key: str, builder: Callable[[Path], dict]) -> Artifact:
+        found = self.lookup(name, key)
+        if found:
+            return found
+        if self.dir_for(name, key).exists():
+            # Present but failing its hashes: say so, then rebuild.
+            shutil.rmtree(self.dir_for(name, key), ignore_errors=True)
+        return self.build(name, key, builder)
+
+    def prune(self, keep: set[str]) -> list[Path]:
+        """Remove artifacts whose directory name is not in `keep`."""
+        removed = []
+        if not self.root.exists():
+            return removed
+        for d in self.root.iterdir():
+            if d.is_dir() and d.name not in keep:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+        return removed
+
+
+def _in_scratch(f: Path, root: Path) -> bool:
+    rel = f.relative_to(root).parts
+    return bool(rel) and rel[0] == "scratch"
+
+
+def require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise InfraError(f"image build: expected {what} at {path} but it is not there")
+    return path

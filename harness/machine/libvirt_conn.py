@@ -1,0 +1,78 @@
+"""One libvirt connection per process, with the event loop libvirt needs.
+
+The embedded QEMU driver (`qemu:///embed?root=DIR`) runs inside this process:
+no daemon.  It needs an event loop registered before opening, a qemu.conf in
+its root that lets QEMU run as root without virtlogd, namespaces, cgroups or
+a security driver, and the system user libvirt-qemu to exist (FIELD-NOTES).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from harness.machine._libvirt import libvirt
+
+from harness.errors import HostSetupError, InfraError
+
+_QEMU_CONF = """\
+# Written by xenrig for its embedded libvirt QEMU driver.
+stdio_handler = "file"
+user = "root"
+group = "root"
+namespaces = []
+cgroup_controllers = []
+security_driver = "none"
+# Do not chown/label files: we run as root, and libvirt cannot stat the
+# multiboot "initrd" string (kernel, args and initramfs in one).
+dynamic_ownership = 0
+remember_owner = 0
+"""
+
+_lock = threading.Lock()
+_loop_started = False
+_conns: dict[str, libvirt.virConnect] = {}
+
+
+def _start_event_loop() -> None:
+    global _loop_started
+    if _loop_started:
+        return
+    libvirt.virEventRegisterDefaultImpl()
+
+    def run() -> None:
+        while True:
+            libvirt.virEventRunDefaultImpl()
+
+    threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+    _loop_started = True
+
+
+def _quiet_errors(_ctx, _err) -> None:
+    # libvirt prints every error to stderr by default; we report them ourselves.
+    return None
+
+
+def open_connection(uri: str, embed_root: Path) -> libvirt.virConnect:
+    with _lock:
+        _start_event_loop()
+        libvirt.registerErrorHandler(_quiet_errors, None)
+        if uri.startswith("qemu:///embed"):
+            (embed_root / "etc").mkdir(parents=True, exist_ok=True)
+            conf = embed_root / "etc" / "qemu.conf"
+            if not conf.exists() or conf.read_text() != _QEMU_CONF:
+                conf.write_text(_QEMU_CONF)
+            uri = f"qemu:///embed?root={embed_root}"
+        if uri in _conns:
+            return _conns[uri]
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            msg = exc.get_error_message() or str(exc)
+            if "libvirt-qemu" in msg or "user" in msg.lower() and "not found" in msg.lower():
+                raise HostSetupError(f"libvirt cannot open {uri}: {msg}",
+                                     hint="Run 'xenrig doctor --fix' (it creates the libvirt-qemu system user)") from None
+            raise InfraError(f"libvirt cannot open {uri}: {msg}",
+                             hint="Run 'xenrig doctor' to check libvirt's QEMU driver") from None
+        _conns[uri] = conn
+        return conn

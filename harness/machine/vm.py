@@ -1,0 +1,180 @@
+"""Start, watch and always stop the L0 VM.
+
+`boot()` is a context manager: whatever happens inside it (a failed check,
+a timeout, Ctrl-C), the VM is destroyed on the way out unless the caller
+asked to keep it (`xenrig up`).  QEMU started by the embedded driver outlives
+the Python process that started it, so every boot first destroys what a
+killed earlier run may have left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from harness import paths, proc
+from harness.config import HostConfig
+from harness.errors import InfraError
+from harness.images import Images
+from harness.machine import accel as accel_mod
+from harness.machine import domxml
+from harness.machine._libvirt import libvirt
+from harness.machine.libvirt_conn import open_connection
+from harness.machine.serial import SerialLog
+from harness.stages import Timeline
+
+DOMAIN_PREFIX = "xenrig-"
+DOM0_READY = "XENRIG-DOM0-READY"
+
+
+def embed_root() -> Path:
+    return paths.state_dir() / "libvirt"
+
+
+@dataclass
+class Machine:
+    name: str
+    conn: libvirt.virConnect
+    domain: libvirt.virDomain
+    accel: str
+    ssh_port: int
+    host_key: str
+    serial: SerialLog
+    run_dir: Path
+    overlay: Path
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def ssh_endpoint(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.ssh_port)
+
+    def alive(self) -> bool:
+        try:
+            return bool(self.domain.isActive())
+        except libvirt.libvirtError:
+            return False
+
+    def qemu_pid(self) -> int | None:
+        pidfile = embed_root() / "run" / "libvirt" / "qemu" / f"{self.name}.pid"
+        try:
+            return int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def destroy(self) -> None:
+        with contextlib.suppress(libvirt.libvirtError):
+            if self.domain.isActive():
+                self.domain.destroy()
+        self.overlay.unlink(missing_ok=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _qemu_processes_of(root: Path) -> list[int]:
+    """QEMU processes whose command line mentions our embedded libvirt root
+    (a fallback for a domain libvirt no longer knows about)."""
+    pids = []
+    needle = str(root).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"qemu-system" in cmd and needle in cmd:
+            pids.append(int(entry.name))
+    return pids
+
+
+def destroy_stale(conn: libvirt.virConnect, root: Path) -> list[str]:
+    """Destroy every xenrig VM this libvirt root still runs; return names."""
+    gone = []
+    for dom in conn.listAllDomains():
+        if dom.name().startswith(DOMAIN_PREFIX) and dom.isActive():
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.destroy()
+                gone.append(dom.name())
+    for pid in _qemu_processes_of(root):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            gone.append(f"qemu pid {pid}")
+    return gone
+
+
+@contextlib.contextmanager
+def boot(host: HostConfig, images: Images, run_dir: Path, timeline: Timeline, *,
+         keep: bool = False, console: bool = False) -> Iterator[Machine]:
+    root = embed_root()
+    conn = open_connection(host.libvirt_uri, root)
+    with timeline.stage("clean up leftovers"):
+        stale = destroy_stale(conn, root)
+        if stale:
+            timeline.note(f"destroyed leftovers of an earlier run: {', '.join(stale)}")
+
+    chosen = accel_mod.choose(host.accel)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    overlay = run_dir / "dom0-overlay.qcow2"
+    serial_log = run_dir / "serial-l0.log"
+    proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+              images.dom0.file("rootfs.ext4"), overlay], timeout_s=60, what="creating the dom0 disk overlay")
+    port = free_port()
+    name = f"{DOMAIN_PREFIX}{host.name}"
+    spec = domxml.L0Spec(
+        name=name, accel=chosen, machine=host.machine, memory_mib=host.memory_mib, vcpus=host.vcpus,
+        xen=images.xen.file("xen.elf"),
+        xen_cmdline=domxml.xen_cmdline(chosen, host.dom0_mem_mib, host.xen_cmdline_extra),
+        dom0_kernel=images.dom0.file("vmlinuz"), dom0_cmdline=domxml.dom0_cmdline(host.dom0_cmdline_extra),
+        dom0_initrd=images.dom0.file("initrd.img"), root_disk=overlay,
+        guest_disk=images.guest.file("guest.ext4"), serial_log=serial_log, ssh_port=port,
+    )
+    xml = domxml.render(spec)
+    (run_dir / "l0-domain.xml").write_text(xml)
+
+    machine = None
+    try:
+        with timeline.stage("boot xen + dom0") as st:
+            timeline.note(f"L0 VM {name}: {chosen.upper()}, {host.vcpus} vCPUs, {host.memory_mib} MiB; ssh on 127.0.0.1:{port}")
+            try:
+                domain = conn.createXML(xml, 0)
+            except libvirt.libvirtError as exc:
+                raise InfraError(f"libvirt could not start the L0 VM: {exc.get_error_message()}",
+                                 log=str(run_dir / "l0-domain.xml"),
+                                 hint="Run 'xenrig doctor' to check QEMU and libvirt") from None
+            machine = Machine(name, conn, domain, chosen, port, images.dom0.meta["host_key"],
+                              SerialLog(serial_log), run_dir, overlay)
+            if console:
+                machine.serial.echo()
+            line = machine.serial.wait_for(DOM0_READY, timeout_s=host.timeouts.dom0_boot_s,
+                                           stage=st.name, alive=machine.alive)
+            machine.notes["dom0_ready_line"] = line
+        yield machine
+    finally:
+        if machine is not None:
+            machine.serial.stop_echo()
+        if machine is not None and not keep:
+            with timeline.stage("tear down L0 VM"):
+                machine.destroy()
+        elif machine is None:
+            # createXML failed or we were interrupted before it returned.
+            destroy_stale(conn, root)
+            overlay.unlink(missing_ok=True)
+
+
+def wait_gone(machine: Machine, timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not machine.alive():
+            return True
+        time.sleep(0.2)
+    return False

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""xenrig's relay in dom0: runs a command in an HVM guest through the guest
+agent, which listens on a virtio-serial port of the guest.  The device
+model (qemu-xen) exposes that port as a unix socket in dom0.
+
+    guestctl.py --socket PATH [--timeout S] ping
+    guestctl.py --socket PATH [--timeout S] run -- COMMAND...
+
+Prints the command's output and exits with its exit status; 255 when the
+guest cannot be reached (the message says why on stderr).  This file is
+uploaded by the harness at connect time: it needs only python3's standard
+library, so it runs on a real Xen host unchanged.
+"""
+
+import argparse
+import base64
+import os
+import socket
+import sys
+import time
+
+UNREACHABLE = 255
+
+
+class Channel:
+    def __init__(self, path, deadline):
+        self.deadline = deadline
+        self.buf = b""
+        last = None
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                return
+            except OSError as exc:
+                last = exc
+                self.sock.close()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cannot connect to {path}: {last}")
+            time.sleep(0.2)
+
+    def send(self, line):
+        self.sock.sendall(line.encode() + b"\n")
+
+    def line(self):
+        while b"\n" not in self.buf:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the guest agent did not answer in time")
+            self.sock.settimeout(min(left, 1.0))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise ConnectionError("the guest agent's socket closed")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode(errors="replace").strip("\r")
+
+    def sync(self, tag):
+        """Ping until our own pong comes back: skips output left over from an
+        earlier, interrupted exchange and the agent's startup banner."""
+        while True:
+            self.send(f"XR-PING {tag}")
+            resend = time.monotonic() + 2.0
+            while time.monotonic() < resend:
+                try:
+                    self.sock.settimeout(0.5)
+                    data = self.sock.recv(65536)
+                except socket.timeout:
+                    if time.monotonic() > self.deadline:
+                        raise TimeoutError("the guest agent did not answer a ping in time")
+                    continue
+                if not data:
+                    raise ConnectionError("the guest agent's socket closed")
+                self.buf += data
+                while b"\n" in self.buf:
+                    line, self.buf = self.buf.split(b"\n", 1)
+                    if line.decode(errors="replace").strip("\r") == f"XR-PONG {tag}":
+                        return
+            if time.monotonic() > self.deadline:
+                raise TimeoutError("the guest agent did not answer a ping in time")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--socket", required=True)
+    ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("action", choices=["ping", "run"])
+    ap.add_argument("command", nargs=argparse.REMAINDER)
+    args = ap.parse_args()
+    deadline = time.monotonic() + args.timeout
+    tag = f"{os.getpid()}-{int(time.time() * 1000)}"
+    try:
+        ch = Channel(args.socket, deadline)
+        ch.sync(tag)
+        if args.action == "ping":
+            print("pong")
+            return 0
+        cmd = " ".join(args.command[1:] if args.command[:1] == ["--"] else args.command)
+        budget = max(1, int(deadline - time.monotonic()) - 2)
+        ch.send(f"XR-RUN {tag} {budget} {base64.b64encode(cmd.encode()).decode()}")
+        while True:
+            line = ch.line()
+            if line.startswith(f"XR-OUT {tag} "):
+                _, _, status, _size = line.split()
+                break
+        chunks = []
+        while True:
+            line = ch.line()
+            if line == f"XR-END {tag}":
+                break
+            chunks.append(line)
+        sys.stdout.buffer.write(base64.b64decode("".join(chunks)))
+        sys.stdout.flush()
+        return int(status)
+    except (TimeoutError, ConnectionError, OSError, ValueError) as exc:
+        print(f"guestctl: {exc}", file=sys.stderr)
+        return UNREACHABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

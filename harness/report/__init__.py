@@ -1,0 +1,61 @@
+"""Reports of a run, in its run folder: report.json (for machines),
+junit.xml (for CI), summary.txt and report.html (for people)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.checks.result import CheckResult
+from harness.report import junit
+from harness.stages import StageRecord
+
+
+@dataclass
+class RunReport:
+    scenario: str
+    outcome: str
+    run_dir: Path
+    started_at: float
+    duration_s: float
+    stages: list[StageRecord]
+    checks: list[CheckResult]
+    error: dict | None = None
+    info: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": "xenrig-run/1",
+            "scenario": self.scenario,
+            "outcome": self.outcome,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+            "duration_s": round(self.duration_s, 3),
+            "stages": [{"name": s.name, "start_s": round(s.start_s, 3), "duration_s": round(s.duration_s, 3),
+                        "outcome": s.outcome, "detail": s.detail} for s in self.stages],
+            "checks": [c.to_dict() for c in self.checks],
+            "error": self.error,
+            "info": self.info,
+            "artifacts": sorted({p.name for p in self.run_dir.iterdir() if p.is_file()} | {"report.json"}),
+        }
+
+
+def summary_text(report: RunReport) -> str:
+    lines = [f"{report.outcome} {report.scenario} ({report.duration_s:.1f}s)"]
+    for c in report.checks:
+        lines.append(f"  {c.outcome:5} {c.id}: {c.message}")
+    if report.error:
+        lines.append(f"  ERROR ({report.error['kind']}): {report.error['message']}")
+    lines.append("  stages: " + ", ".join(f"{s.name} {s.duration_s:.1f}s" for s in report.stages))
+    return "\n".join(lines) + "\n"
+
+
+def write(report: RunReport) -> Path:
+    d = report.run_dir
+    d.mkdir(parents=True, exist_ok=True)
+    stage_times = {s.name: s.duration_s for s in report.stages}
+    junit.write(d / "junit.xml", report.scenario, report.checks, stage_times)
+    (d / "summary.txt").write_text(summary_text(report))
+    (d / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    return d / "report.json"
