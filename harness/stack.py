@@ -12,13 +12,15 @@ from typing import Iterator
 from harness import host as hostmod
 from harness import images, paths, sshkeys
 from harness.config import HostConfig
-from harness.machine import vm
+from harness.errors import UsageError
+from harness.machine import stackfile, vm
 from harness.stages import Timeline
 
 
 @contextlib.contextmanager
 def xen_host(cfg: HostConfig, timeline: Timeline, run_dir: Path, *, keep: bool = False,
-             console: bool = False, info: dict | None = None) -> Iterator[hostmod.XenHost]:
+             console: bool = False, info: dict | None = None, replace_kept: bool = False) -> Iterator[hostmod.XenHost]:
+    """`replace_kept`: stop a stack left up by `xenrig up` instead of refusing."""
     info = info if info is not None else {}
     with contextlib.ExitStack() as stack:
         if cfg.kind == "remote":
@@ -29,6 +31,13 @@ def xen_host(cfg: HostConfig, timeline: Timeline, run_dir: Path, *, keep: bool =
             yield xen
             return
 
+        state = paths.state_dir()
+        stack.enter_context(stackfile.StackLock(state))
+        if stackfile.load(state):
+            if not replace_kept:
+                raise UsageError("a stack started by 'xenrig up' is still running",
+                                 hint="Stop it with 'xenrig down' first (a run boots its own stack)")
+            vm.stop_kept(state)
         built = images.ensure(timeline, run_dir)
         info["images"] = {a.name: {"key": a.key, "reused": a.reused,
                                    **{k: v for k, v in a.meta.items() if k not in ("versions", "host_key")}}

@@ -96,11 +96,24 @@ def wait_ready(guest: HvmGuest, timeout_s: float, stage: str) -> None:
                                + "\n".join(guest.console().strip().splitlines()[-15:]) + "\n")
 
 
+def guest_paths(name: str, ramdisk: str | None = None) -> xlcfg.GuestPaths:
+    return xlcfg.GuestPaths(name=name, run_dir=f"/run/xenrig/guests/{name}",
+                            kernel=f"{GUEST_IMAGE_DIR}/vmlinuz", ramdisk=ramdisk or f"{GUEST_IMAGE_DIR}/initrd.img")
+
+
+def attach(host: XenHost, name: str) -> HvmGuest:
+    """An already running guest (left up by `xenrig up`)."""
+    guest = HvmGuest(host, GuestConfig(), guest_paths(name))
+    guest.domid = host.domid(name)
+    if guest.domid is None:
+        raise InfraError(f"no guest named {name} is running on this Xen host", hint="Start one with 'xenrig up'")
+    return guest
+
+
 @contextlib.contextmanager
 def start(host: XenHost, cfg: GuestConfig, timeline: Timeline, *, name: str = "xenrig-guest",
           ramdisk: str | None = None, artifacts: Path | None = None, keep: bool = False) -> Iterator[HvmGuest]:
-    paths = xlcfg.GuestPaths(name=name, run_dir=f"/run/xenrig/guests/{name}",
-                             kernel=f"{GUEST_IMAGE_DIR}/vmlinuz", ramdisk=ramdisk or f"{GUEST_IMAGE_DIR}/initrd.img")
+    paths = guest_paths(name, ramdisk)
     guest = HvmGuest(host, cfg, paths)
     created = False
     try:

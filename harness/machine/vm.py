@@ -23,7 +23,7 @@ from harness.config import HostConfig
 from harness.errors import InfraError
 from harness.images import Images
 from harness.machine import accel as accel_mod
-from harness.machine import domxml
+from harness.machine import domxml, stackfile
 from harness.machine._libvirt import libvirt
 from harness.machine.libvirt_conn import open_connection
 from harness.machine.serial import SerialLog
@@ -102,9 +102,12 @@ def destroy_stale(conn: libvirt.virConnect, root: Path) -> list[str]:
     gone = []
     for dom in conn.listAllDomains():
         if dom.name().startswith(DOMAIN_PREFIX) and dom.isActive():
+            # A domain found at start-up is still being reconnected by
+            # libvirt; destroy() kills QEMU but may then report the domain
+            # as not found.  Either way it is gone.
             with contextlib.suppress(libvirt.libvirtError):
                 dom.destroy()
-                gone.append(dom.name())
+            gone.append(dom.name())
     for pid in _qemu_processes_of(root):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -178,3 +181,12 @@ def wait_gone(machine: Machine, timeout_s: float = 10) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def stop_kept(state: Path) -> list[str]:
+    """Stop the stack `xenrig up` left running (and any leftovers)."""
+    record = stackfile.load(state)
+    conn = open_connection(record.libvirt_uri if record else "qemu:///embed", embed_root())
+    gone = destroy_stale(conn, embed_root())
+    stackfile.clear(state)
+    return gone

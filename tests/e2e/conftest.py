@@ -1,0 +1,48 @@
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def qemu_processes() -> list[str]:
+    out = subprocess.run(["pgrep", "-a", "-f", "qemu-system-x86_64 -name guest=xenrig-"],
+                         stdout=subprocess.PIPE, text=True).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def xenrig(*args, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def wait_for_file_text(path: Path, text: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.fixture
+def no_stack_left():
+    """Every e2e test must leave no QEMU behind; say so if one does."""
+    yield
+    left = qemu_processes()
+    if left:
+        subprocess.run([sys.executable, "-m", "harness", "down"], cwd=REPO, timeout=120)
+    assert not left, f"QEMU left running after the test: {left}"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/e2e" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
