@@ -1,5 +1,6 @@
-"""`xenrig run SCENARIO`: boot (or reach) a Xen host, start the HVM guest,
-run the scenario's checks, collect the evidence, write the reports.
+"""`xenrig run SCENARIO`: build what the scenario names, boot (or reach) a
+Xen host, start the HVM guest with the built modules, run the checks,
+collect the evidence, write the reports.
 
 The verdict follows DESIGN.md: PASS, FAIL (the subject is wrong), ERROR
 (the harness or infrastructure failed).  A run that produced no result is
@@ -12,12 +13,16 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-from harness import config, guest, paths, report, stack
+from harness import build, config, guest, images, paths, report, stack
 from harness.checks import smoke
 from harness.checks.result import ERROR, CheckResult, overall
 from harness.config import HostConfig, Scenario
 from harness.errors import XenrigError
+from harness.guest import modules as guest_modules
+from harness.guest.payload import pack_modules
+from harness.host import XenHost
 from harness.stages import ConsoleProgress, Timeline
 
 
@@ -49,10 +54,44 @@ def load(scenario_path: Path, host_path: Path | None = None) -> tuple[Scenario, 
     return scenario, config.load_host(host_path or scenario.host)
 
 
-def collect_xen_logs(xen, run_dir: Path) -> None:
-    """Xen's own log (and the grant dump it holds) into the run folder."""
+def collect_xen_logs(xen: XenHost, run_dir: Path) -> None:
+    """Xen's own log (and the grant dumps it holds) into the run folder."""
     with contextlib.suppress(XenrigError):
         (run_dir / "xl-dmesg.txt").write_text(xen.dmesg())
+
+
+def prepare(scenario: Scenario, timeline: Timeline, run_dir: Path) -> tuple[images.Images, list[build.BuiltModule]]:
+    """Everything that needs no VM: images and the guest modules.  Done
+    first so a patch that does not apply fails in seconds, not after a boot."""
+    built_images = images.ensure(timeline, run_dir)
+    built_modules = build.ensure(scenario.modules, built_images.guest.meta, timeline, run_dir)
+    return built_images, built_modules
+
+
+@contextlib.contextmanager
+def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.BuiltModule], timeline: Timeline,
+                       run_dir: Path, info: dict, keep: bool = False) -> Iterator[guest.HvmGuest]:
+    """The HVM guest, booted with the built modules on board and loaded."""
+    extra = pack_modules(built, run_dir / "guest-modules.cpio.gz") if built else None
+    with guest.start(xen, scenario.guest, timeline, extra_initrd=extra, artifacts=run_dir, keep=keep) as g:
+        info["guest"] = {"name": g.name, "domid": g.domid}
+        with timeline.stage("load guest modules"):
+            loaded = []
+            for m in sorted(built, key=lambda m: m.role != "exerciser"):
+                lm = guest_modules.insmod(g, m, scenario_timeout(xen))
+                timeline.note(f"loaded {m.name} ({lm.load_s:.1f}s), build id {lm.loaded_build_id[:12]} matches")
+                loaded.append(lm)
+            if any(m.role == "blkfront" for m in built) and scenario.guest.disks:
+                connect_s = guest_modules.wait_disks(g, [d.vdev for d in scenario.guest.disks],
+                                                     xen.cfg.timeouts.guest_boot_s, "load guest modules")
+                info["blkfront_connect_s"] = round(connect_s, 2)
+            info["modules"] = [{**lm.module.to_dict(), "load_s": round(lm.load_s, 2),
+                                "loaded_build_id": lm.loaded_build_id} for lm in loaded]
+        yield g
+
+
+def scenario_timeout(xen: XenHost) -> float:
+    return xen.cfg.timeouts.command_s
 
 
 def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | None = None,
@@ -64,12 +103,14 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
     error: XenrigError | None = None
     interrupted = False
     try:
-        with stack.xen_host(host_cfg, timeline, run_dir, console=console, info=info) as xen:
+        built_images, built_modules = prepare(scenario, timeline, run_dir)
+        info["modules"] = [m.to_dict() for m in built_modules]
+        with stack.xen_host(host_cfg, timeline, run_dir, built=built_images, console=console, info=info) as xen:
             try:
-                with guest.start(xen, scenario.guest, timeline, artifacts=run_dir) as g:
-                    info["guest"] = {"name": g.name, "domid": g.domid}
+                with guest_with_modules(xen, scenario, built_modules, timeline, run_dir, info) as g:
                     with timeline.stage("checks"):
-                        results = smoke.run(xen, g, scenario, on_result=lambda r: timeline.note(f"{r.outcome} {r.id}: {r.message}"))
+                        results = smoke.run(xen, g, scenario,
+                                            on_result=lambda r: timeline.note(f"{r.outcome} {r.id}: {r.message}"))
             finally:
                 collect_xen_logs(xen, run_dir)
     except XenrigError as exc:

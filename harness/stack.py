@@ -18,9 +18,11 @@ from harness.stages import Timeline
 
 
 @contextlib.contextmanager
-def xen_host(cfg: HostConfig, timeline: Timeline, run_dir: Path, *, keep: bool = False,
-             console: bool = False, info: dict | None = None, replace_kept: bool = False) -> Iterator[hostmod.XenHost]:
-    """`replace_kept`: stop a stack left up by `xenrig up` instead of refusing."""
+def xen_host(cfg: HostConfig, timeline: Timeline, run_dir: Path, *, built: images.Images | None = None,
+             keep: bool = False, console: bool = False, info: dict | None = None,
+             replace_kept: bool = False) -> Iterator[hostmod.XenHost]:
+    """`built`: images already ensured by the caller (else ensured here).
+    `replace_kept`: stop a stack left up by `xenrig up` instead of refusing."""
     info = info if info is not None else {}
     with contextlib.ExitStack() as stack:
         if cfg.kind == "remote":
@@ -38,7 +40,7 @@ def xen_host(cfg: HostConfig, timeline: Timeline, run_dir: Path, *, keep: bool =
                 raise UsageError("a stack started by 'xenrig up' is still running",
                                  hint="Stop it with 'xenrig down' first (a run boots its own stack)")
             vm.stop_kept(state)
-        built = images.ensure(timeline, run_dir)
+        built = built or images.ensure(timeline, run_dir)
         info["images"] = {a.name: {"key": a.key, "reused": a.reused,
                                    **{k: v for k, v in a.meta.items() if k not in ("versions", "host_key")}}
                           for a in built.all()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import guest, paths, runner, sshkeys, stack
+from harness import paths, runner, sshkeys, stack
 from harness.machine import stackfile
 from harness.stages import ConsoleProgress, Timeline
 
@@ -28,14 +28,16 @@ def handle(args) -> int:
     run_dir = runner.new_run_dir(f"up-{scenario.name}")
     timeline = Timeline([ConsoleProgress()])
     key_file, _ = sshkeys.client_key(state)
+    built_images, built_modules = runner.prepare(scenario, timeline, run_dir)
     # The VM is kept only once everything is up: a failure on the way out of
     # these blocks tears down whatever was started.
-    with stack.xen_host(host_cfg, timeline, run_dir, console=args.console, keep=True, replace_kept=True) as xen:
+    with stack.xen_host(host_cfg, timeline, run_dir, built=built_images, console=args.console, keep=True,
+                        replace_kept=True) as xen:
         machine = xen.machine
         try:
             guest_name = None
             if not args.no_guest:
-                with guest.start(xen, scenario.guest, timeline, keep=True) as g:
+                with runner.guest_with_modules(xen, scenario, built_modules, timeline, run_dir, {}, keep=True) as g:
                     guest_name = g.name
             record = stackfile.StackRecord(
                 domain=machine.name, libvirt_uri=host_cfg.libvirt_uri, embed_root=str(state / "libvirt"),

@@ -93,6 +93,37 @@ class GuestConfig:
         return None
 
 
+@dataclass
+class ModuleSpec:
+    """A guest kernel module the harness builds from source and loads."""
+
+    enabled: bool = True
+    # blkfront: "debian" = drivers/block/xen-blkfront.c from the Debian
+    # linux-source package of the guest kernel's exact version; or a path to
+    # a kernel tree or to the .c file.  exerciser: "builtin" =
+    # guest-kernel/xenrig_gnttab, or a path to a module folder.
+    source: str = "default"
+    patches: list[Path] = field(default_factory=list)   # applied in order, with patch -p1
+    params: dict[str, str] = field(default_factory=dict)  # module parameters for insmod
+
+    def validate(self):
+        for i, p in enumerate(self.patches):
+            if not p.is_file():
+                return "patches", f"entry {i} names {p}, which is not a file"
+        for k in self.params:
+            if not k.replace("_", "").isalnum():
+                return "params", f"'{k}' is not a module parameter name"
+        return None
+
+
+@dataclass
+class ModulesConfig:
+    """The frontends under test, built from source (defaults: unmodified)."""
+
+    blkfront: ModuleSpec = field(default_factory=ModuleSpec)
+    exerciser: ModuleSpec = field(default_factory=ModuleSpec)
+
+
 # The smoke checks a scenario may name (harness/checks/smoke.py); a name
 # without [vdev] means "for every disk".
 SMOKE_CHECKS = (
@@ -108,6 +139,7 @@ class Scenario:
     name: str
     host: Path = Path("hosts/local.yaml")
     guest: GuestConfig = field(default_factory=GuestConfig)
+    modules: ModulesConfig = field(default_factory=ModulesConfig)
     checks: list[str] = field(default_factory=list)
     io_mib: int = field(default=4, metadata=_rng(1, 4096))
     description: str = ""

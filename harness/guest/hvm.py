@@ -68,7 +68,7 @@ class HvmGuest:
         return self.host.domid(self.name) is not None
 
 
-def _prepare(host: XenHost, cfg: GuestConfig, paths: xlcfg.GuestPaths) -> None:
+def _prepare(host: XenHost, cfg: GuestConfig, paths: xlcfg.GuestPaths, extra_initrd: Path | None) -> None:
     # Leftovers of a killed run on a kept-up or real host: same name, same files.
     if host.domid(paths.name) is not None:
         host.xl(f"destroy {paths.name}", check=False, timeout_s=60)
@@ -76,6 +76,12 @@ def _prepare(host: XenHost, cfg: GuestConfig, paths: xlcfg.GuestPaths) -> None:
     for disk in cfg.disks:
         cmds.append(f"truncate -s {disk.size_mib}M {shlex.quote(paths.vbd_image(disk))}")
     host.run(" && ".join(cmds), check=True, timeout_s=60, what="preparing the guest's files in dom0")
+    if extra_initrd is not None:
+        # The kernel unpacks concatenated archives in order: the base image's,
+        # then ours (the modules the harness built).
+        host.ssh.put(extra_initrd, f"{paths.run_dir}/extra.cpio.gz")
+        host.run(f"cat {GUEST_IMAGE_DIR}/initrd.img {paths.run_dir}/extra.cpio.gz > {paths.ramdisk}",
+                 check=True, timeout_s=60, what="assembling the guest initramfs")
     host.ssh.write(paths.config, xlcfg.render(cfg, paths))
 
 
@@ -112,13 +118,14 @@ def attach(host: XenHost, name: str) -> HvmGuest:
 
 @contextlib.contextmanager
 def start(host: XenHost, cfg: GuestConfig, timeline: Timeline, *, name: str = "xenrig-guest",
-          ramdisk: str | None = None, artifacts: Path | None = None, keep: bool = False) -> Iterator[HvmGuest]:
-    paths = guest_paths(name, ramdisk)
+          extra_initrd: Path | None = None, artifacts: Path | None = None, keep: bool = False) -> Iterator[HvmGuest]:
+    """Start the guest; `extra_initrd` is appended to its initramfs."""
+    paths = guest_paths(name, f"/run/xenrig/guests/{name}/initrd.img" if extra_initrd else None)
     guest = HvmGuest(host, cfg, paths)
     created = False
     try:
         with timeline.stage("start HVM guest") as st:
-            _prepare(host, cfg, paths)
+            _prepare(host, cfg, paths, extra_initrd)
             res = host.xl(f"create {paths.config}", check=False, timeout_s=120)
             if not res.ok:
                 raise InfraError(f"'xl create' failed for guest {name}: " + (res.stderr or res.stdout).strip()[-800:],

@@ -45,8 +45,6 @@ def summary_text(report: RunReport) -> str:
     lines = [f"{report.outcome} {report.scenario} ({report.duration_s:.1f}s)"]
     for c in report.checks:
         lines.append(f"  {c.outcome:5} {c.id}: {c.message}")
-    if report.error:
-        lines.append(f"  ERROR ({report.error['kind']}): {report.error['message']}")
     lines.append("  stages: " + ", ".join(f"{s.name} {s.duration_s:.1f}s" for s in report.stages))
     return "\n".join(lines) + "\n"
 
