@@ -22,7 +22,7 @@ from harness.model.blkif import check_grants, check_response, parse_request
 from harness.model.constants import (
     DEFAULT_MAX_GRANT_FRAMES, GNTPIN_cntr_mask, GNTPIN_hstr_mask, GNTPIN_writable_mask,
     GNTTAB_NR_RESERVED_ENTRIES, GREFS_PER_FRAME, GTF_permit_access, GTF_readonly,
-    GTF_type_mask, INITIAL_NR_GRANT_FRAMES,
+    GTF_type_mask, INITIAL_NR_GRANT_FRAMES, RING_IDX_MASK,
 )
 from harness.model.gnttab import DomainFacts, GrantTable, Hypervisor
 from harness.model.ring import FrontRing, Request, blkif_ring_entries
@@ -180,7 +180,7 @@ class Checker:
         alloc = guest.alloc
         table = guest.table
         ref = ev.ref
-        alloc._no_callback_due("gnt.end")
+        alloc.begin("gnt.end")
         if ref >= table.capacity or ref < 0:
             raise Divergence("gnt.end-not-granted", f"end of access to ref {ref}, outside the table",
                              actual=ref, state={"ref": ref})
@@ -327,7 +327,8 @@ class Checker:
                 raise Divergence("ring.setup", f"ring page gref {gref} is not granted writable to the "
                                  f"backend d{ev.backend} (xenbus_grant_ring)",
                                  state={"ring": ev.ring, "gref": table.entry_state(gref)})
-        self.rings[ev.ring] = FrontRing(ev.ring, ev.dom, ev.backend, ev.grefs, ev.nr_ents)
+        self.rings[ev.ring] = FrontRing(ev.ring, ev.dom, ev.backend, ev.grefs, ev.nr_ents,
+                                          ev.start & RING_IDX_MASK)
 
     def on_connect(self, ev: s.BlkifConnect) -> None:
         ring = self.ring(ev.ring)

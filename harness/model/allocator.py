@@ -59,7 +59,7 @@ class GuestAllocator:
 
     __slots__ = (
         "policy", "seed", "table", "exact", "nr_frames", "max_frames", "free", "st",
-        "chain_next", "chain_heads", "callbacks", "due", "pending_expand",
+        "chain_next", "chain_heads", "callbacks", "due", "last_growth",
         "deferred_count", "leaked_count",
     )
 
@@ -82,7 +82,9 @@ class GuestAllocator:
         # list from its head, where gnttab_request_free_callback pushes).
         self.callbacks: list[tuple[int, int]] = []
         self.due: list[int] = []
-        self.pending_expand: tuple[int, int] | None = None
+        # (old, new) frames of the growth the last allocation caused; a
+        # gnt.expand event reporting it may follow that allocation.
+        self.last_growth: tuple[int, int] | None = None
         self.deferred_count = 0
         self.leaked_count = 0
 
@@ -105,7 +107,7 @@ class GuestAllocator:
         self.chain_heads.clear()
         self.callbacks.clear()
         self.due.clear()
-        self.pending_expand = None
+        self.last_growth = None
         self.exact = True
 
     def free_count(self) -> int | None:
@@ -119,20 +121,22 @@ class GuestAllocator:
         return (short + GREFS_PER_FRAME - 1) // GREFS_PER_FRAME
 
     def note_expand(self, old: int, new: int) -> None:
-        """A gnt.expand event: checked against the allocation that follows it."""
-        if self.exact and old != self.nr_frames:
-            raise Divergence("gnt.expand", f"table grows from {old} frames, but has {self.nr_frames}",
-                             expected=self.nr_frames, actual=old,
-                             state={"nr_frames": self.nr_frames, "free_count": len(self.free)})
-        if self.max_frames is not None and new > self.max_frames:
-            raise Divergence("gnt.expand", f"table grows to {new} frames, past the maximum {self.max_frames}",
-                             expected=self.max_frames, actual=new, state={"nr_frames": old})
-        self.pending_expand = (old, new)
-        self.table.set_frames(new)
+        """A gnt.expand event: it reports the growth of the allocation just before it."""
         if not self.exact:
+            if self.max_frames is not None and new > self.max_frames:
+                raise Divergence("gnt.expand", f"table grows to {new} frames, past the maximum "
+                                 f"{self.max_frames}", expected=self.max_frames, actual=new,
+                                 state={"nr_frames": old})
             self.nr_frames = new
-            self.table.grow_capacity(new)
+            self.table.set_frames(new)
             self._grow_st()
+            return
+        growth, self.last_growth = self.last_growth, None
+        if growth != (old, new):
+            did = f"grew {growth[0]}->{growth[1]} frames" if growth else "needed no growth"
+            raise Divergence("gnt.expand", f"the table grew {old}->{new} frames; the allocation "
+                             f"before it {did}", expected=growth, actual=(old, new),
+                             state={"nr_frames": self.nr_frames, "free_count": len(self.free)})
 
     def _grow_st(self) -> None:
         if len(self.st) < self.table.capacity:
@@ -143,12 +147,7 @@ class GuestAllocator:
         old = self.nr_frames
         assert old is not None
         new = old + extra
-        pending, self.pending_expand = self.pending_expand, None
-        if pending is not None and pending != (old, new):
-            raise Divergence("gnt.expand", f"the table grew {pending[0]}->{pending[1]} frames; "
-                             f"this allocation needed {old}->{new}",
-                             expected=(old, new), actual=pending,
-                             state={"free_count": len(self.free)})
+        self.last_growth = (old, new)
         self.table.set_frames(new)
         self._grow_st()
         start, end = old * GREFS_PER_FRAME, new * GREFS_PER_FRAME
@@ -164,25 +163,14 @@ class GuestAllocator:
         self.nr_frames = new
         self._check_callbacks()
 
-    def _no_growth(self) -> None:
-        if self.pending_expand is not None:
-            old, new = self.pending_expand
-            self.pending_expand = None
-            raise Divergence("gnt.expand", f"the table grew {old}->{new} frames but the allocation "
-                             f"found enough free entries ({len(self.free)})",
-                             state={"free_count": len(self.free), "nr_frames": self.nr_frames})
-
     def _take(self, count: int) -> list[int] | None:
         """get_free_entries(count) in exact mode: the refs taken, None for -ENOSPC."""
         extra = self.growth_needed(count)
         if extra:
             assert self.nr_frames is not None
             if self.max_frames is not None and self.nr_frames + extra > self.max_frames:
-                self.pending_expand = None
                 return None
             self._grow(extra)
-        else:
-            self._no_growth()
         popleft = self.free.popleft
         refs = [popleft() for _ in range(count)]
         st = self.st
@@ -194,7 +182,7 @@ class GuestAllocator:
 
     def alloc(self, count: int, head: int) -> None:
         """gnttab_alloc_grant_references(count) returned `head` (or -errno)."""
-        self._no_callback_due("gnt.alloc")
+        self.begin("gnt.alloc")
         if not self.exact:
             self._learn_alloc(head)
             if head >= 0:
@@ -229,7 +217,7 @@ class GuestAllocator:
 
     def alloc_one(self, ref: int) -> None:
         """gnttab_grant_foreign_access's get_free_entries(1) returned `ref`."""
-        self._no_callback_due("gnt.grant")
+        self.begin("gnt.grant")
         if not self.exact:
             self._learn_alloc(ref)
             if ref >= 0:
@@ -253,7 +241,6 @@ class GuestAllocator:
 
     def _learn_alloc(self, head: int) -> None:
         """Not exact: a ref handed out must not be one the model knows in use."""
-        self.pending_expand = None
         if head < 0:
             return
         self._grow_st()
@@ -269,7 +256,7 @@ class GuestAllocator:
 
     def claim(self, head: int, ref: int) -> None:
         """gnttab_claim_grant_reference(&head) returned `ref` (or -ENOSPC)."""
-        self._no_callback_due("gnt.claim")
+        self.begin("gnt.claim")
         if head == GNTTAB_LIST_END:
             if ref != -ENOSPC:
                 raise Divergence("gnt.claim", f"claim from an empty chain returned {ref}, not -ENOSPC",
@@ -295,7 +282,7 @@ class GuestAllocator:
 
     def release(self, head: int, ref: int) -> None:
         """gnttab_release_grant_reference(&head, ref): `ref` back on a private chain."""
-        self._no_callback_due("gnt.release")
+        self.begin("gnt.release")
         self._require_held(ref, "gnt.double-free", "released onto a chain")
         self.st[ref] = CHAIN
         self.chain_next[ref] = head
@@ -306,7 +293,7 @@ class GuestAllocator:
 
     def free_ref(self, ref: int) -> None:
         """gnttab_free_grant_reference(ref)."""
-        self._no_callback_due("gnt.free")
+        self.begin("gnt.free")
         if ref < GNTTAB_NR_RESERVED_ENTRIES:
             if self.seed:
                 raise Divergence("gnt.free-reserved", f"ref {ref} is reserved for the toolstack; "
@@ -320,7 +307,7 @@ class GuestAllocator:
 
     def free_chain(self, head: int) -> None:
         """gnttab_free_grant_references(head): the rest of a private chain."""
-        self._no_callback_due("gnt.free_chain")
+        self.begin("gnt.free_chain")
         if head == GNTTAB_LIST_END:
             if not self.seed:
                 self._check_callbacks()  # linux-6.1 runs the check even for nothing
@@ -369,7 +356,7 @@ class GuestAllocator:
     # --- granting and ending (the allocator's part; entries live in the table)
 
     def check_grantable(self, ref: int) -> None:
-        self._no_callback_due("gnt.grant")
+        self.begin("gnt.grant")
         if ref < GNTTAB_NR_RESERVED_ENTRIES:
             raise Divergence("gnt.grant-reserved", f"the guest granted entry {ref}; entries 0-7 "
                              "belong to the toolstack", actual=ref, state={"ref": ref})
@@ -404,7 +391,7 @@ class GuestAllocator:
 
     def deferred_end(self, ref: int, ok: bool) -> None:
         """gnttab_handle_deferred retried `ref`."""
-        self._no_callback_due("gnt.deferred_end")
+        self.begin("gnt.deferred_end")
         if self.seed:
             raise Divergence("gnt.deferred", "the seed's gnttab.c has no deferred ends; it leaks a "
                              "busy grant", actual=ref, state=self._state(ref))
@@ -425,39 +412,35 @@ class GuestAllocator:
 
     def request_callback(self, cb: int, count: int) -> None:
         """gnttab_request_free_callback: registered once, checked at once."""
-        self._no_callback_due("gnt.cb_request")
+        self.begin("gnt.cb_request")
         if any(c == cb for c, _ in self.callbacks):
             return  # "Check if the callback is already on the list"
         self.callbacks.insert(0, (cb, count))
         self._check_callbacks()
 
     def cancel_callback(self, cb: int) -> None:
-        self._no_callback_due("gnt.cb_cancel")
+        self.begin("gnt.cb_cancel")
         self.callbacks = [(c, n) for c, n in self.callbacks if c != cb]
 
     def callback_fired(self, cb: int) -> None:
-        if cb in self.due:
-            self.due.remove(cb)
+        """A callback ran; it must be one the last free or growth satisfied."""
+        if self.due:
+            first = self.due[0]
+            if cb != first:
+                raise Divergence("gnt.callback-missed", f"free callback {cb:#x} ran before {first:#x}; "
+                                 "do_free_callbacks runs them in list order",
+                                 expected=first, actual=cb, state=self._state())
+            del self.due[0]
             return
         pending = [n for c, n in self.callbacks if c == cb]
         if not pending:
             raise Divergence("gnt.callback-early", f"free callback {cb:#x} ran but was not requested",
                              actual=cb, state=self._state())
         if self.exact:
-            free = len(self.free) + self._pending_growth_entries()
-            if free < pending[0]:
-                raise Divergence("gnt.callback-early", f"free callback {cb:#x} ran with {free} free "
-                                 f"entries; it asked for {pending[0]}",
-                                 expected=pending[0], actual=free, state=self._state())
+            raise Divergence("gnt.callback-early", f"free callback {cb:#x} ran with {len(self.free)} "
+                             f"free entries; it asked for {pending[0]}",
+                             expected=pending[0], actual=len(self.free), state=self._state())
         self.callbacks = [(c, n) for c, n in self.callbacks if c != cb]
-
-    def _pending_growth_entries(self) -> int:
-        # A callback can run inside get_free_entries's growth, before the
-        # allocation that caused it is reported.
-        if self.pending_expand is None:
-            return 0
-        old, new = self.pending_expand
-        return (new - old) * GREFS_PER_FRAME
 
     def _check_callbacks(self) -> None:
         """check_free_callbacks: the ones satisfied now must run next."""
@@ -470,9 +453,14 @@ class GuestAllocator:
                 self.due.append(cb)
             else:
                 keep.append((cb, count))
+        # do_free_callbacks re-pushes the ones it keeps onto a fresh list
+        # head, so their order reverses (it decides who runs first later).
+        keep.reverse()
         self.callbacks = keep
 
-    def _no_callback_due(self, what: str) -> None:
+    def begin(self, what: str) -> None:
+        """Every allocator call starts here: callbacks due must have run by now."""
+        self.last_growth = None
         if self.due:
             cb = self.due[0]
             self.due.clear()

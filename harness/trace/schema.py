@@ -235,12 +235,18 @@ class OpGetVersion(Event, tag="gnttab.get_version", **_RECORD):
 
 
 class RingSetup(Event, tag="ring.setup", **_RECORD):
-    """The frontend initialised ring `ring` on the pages granted as `grefs`."""
+    """The frontend initialised ring `ring` on the pages granted as `grefs`.
+
+    `start`: the free-running index both producers and consumers stand at
+    (0 after SHARED_RING_INIT; a capture that attaches to a quiet, running
+    ring gives the current index).
+    """
 
     ring: str
     grefs: list[int]
     backend: int
     nr_ents: int
+    start: int = 0
 
 
 class BlkifConnect(Event, tag="blkif.connect", **_RECORD):
