@@ -28,7 +28,7 @@ from harness.model.gnttab import DomainFacts, GrantTable, Hypervisor
 from harness.model.ring import FrontRing, Request, blkif_ring_entries
 from harness.model.rules import RULES, Divergence, Unsupported
 from harness.trace import schema as s
-from harness.trace.io import TraceFormatError, TraceReader
+from harness.trace.io import BLOCK_BYTES, TraceFormatError, TraceReader
 from harness.trace.schema import Event, Header
 from harness.check.verdict import ERROR, FAIL, PASS, Divergent, Verdict
 
@@ -675,10 +675,11 @@ def replay(events: Iterable[Event], policy: str | None = None, header: Header | 
     return verdict or run.verdict(PASS)
 
 
-def check_file(path: str | Path, policy: str | None = None, series: bool = False) -> Verdict:
+def check_file(path: str | Path, policy: str | None = None, series: bool = False,
+               block_bytes: int = BLOCK_BYTES) -> Verdict:
     """Stream a JSONL trace through the model; bad input raises TraceFormatError."""
     path = str(path)
-    with TraceReader(path) as reader:
+    with TraceReader(path, block_bytes) as reader:
         checker = Checker(reader.header, policy, series)
         run = _Run(checker, path)
         # Records are acyclic and numerous: the cyclic GC only costs time here.
