@@ -74,7 +74,7 @@ class GuestAllocator:
         self.max_frames: int | None = table.max_frames
         # The free list, head first; when not exact, only the refs known free.
         self.free: deque[int] = deque()
-        self.st = bytearray(table.capacity)
+        self.st = table.alloc_state  # one byte per ref, sized with the table
         # Private chains, linked as gnttab_list links them: ref -> next ref.
         self.chain_next: dict[int, int] = {}
         self.chain_heads: set[int] = set()
@@ -82,8 +82,8 @@ class GuestAllocator:
         # list from its head, where gnttab_request_free_callback pushes).
         self.callbacks: list[tuple[int, int]] = []
         self.due: list[int] = []
-        # (old, new) frames of the growth the last allocation caused; a
-        # gnt.expand event reporting it may follow that allocation.
+        # (old, new) frames of the last growth no gnt.expand event reported
+        # yet; a capture that records growth reports it after the allocation.
         self.last_growth: tuple[int, int] | None = None
         self.deferred_count = 0
         self.leaked_count = 0
@@ -99,7 +99,7 @@ class GuestAllocator:
         self.table.mark_all_known()
         for ref in range(GNTTAB_NR_RESERVED_ENTRIES):
             self.table.known[ref] = 0  # the toolstack's entries
-        self.st = bytearray(self.table.capacity)
+        self.st[:] = bytes(len(self.st))
         first, end = GNTTAB_NR_RESERVED_ENTRIES, nr_frames * GREFS_PER_FRAME
         self.free = deque(range(first, end))
         self.st[first:end] = bytes([FREE]) * (end - first)
@@ -129,7 +129,6 @@ class GuestAllocator:
                                  state={"nr_frames": old})
             self.nr_frames = new
             self.table.set_frames(new)
-            self._grow_st()
             return
         growth, self.last_growth = self.last_growth, None
         if growth != (old, new):
@@ -138,10 +137,6 @@ class GuestAllocator:
                              f"before it {did}", expected=growth, actual=(old, new),
                              state={"nr_frames": self.nr_frames, "free_count": len(self.free)})
 
-    def _grow_st(self) -> None:
-        if len(self.st) < self.table.capacity:
-            self.st.extend(bytes(self.table.capacity - len(self.st)))
-
     def _grow(self, extra: int) -> None:
         """grow_gnttab_list: new entries onto the free list, then callbacks."""
         old = self.nr_frames
@@ -149,7 +144,6 @@ class GuestAllocator:
         new = old + extra
         self.last_growth = (old, new)
         self.table.set_frames(new)
-        self._grow_st()
         start, end = old * GREFS_PER_FRAME, new * GREFS_PER_FRAME
         self.table.known[start:end] = b"\x01" * (end - start)
         self.st[start:end] = bytes([FREE]) * (end - start)
@@ -243,7 +237,6 @@ class GuestAllocator:
         """Not exact: a ref handed out must not be one the model knows in use."""
         if head < 0:
             return
-        self._grow_st()
         if head >= len(self.st) or self.st[head] in (CHAIN, HELD, LEAKED, DEFERRED) or \
                 self.table.flags[head] & GTF_type_mask:
             raise Divergence("gnt.alloc", f"allocation returned ref {head}, which is "
@@ -256,7 +249,16 @@ class GuestAllocator:
 
     def claim(self, head: int, ref: int) -> None:
         """gnttab_claim_grant_reference(&head) returned `ref` (or -ENOSPC)."""
-        self.begin("gnt.claim")
+        if self.due:
+            self.begin("gnt.claim")
+        heads = self.chain_heads
+        if ref == head and head in heads:  # the common case, first
+            heads.remove(head)
+            nxt = self.chain_next.pop(head, GNTTAB_LIST_END)
+            if nxt != GNTTAB_LIST_END:
+                heads.add(nxt)
+            self.st[head] = HELD
+            return
         if head == GNTTAB_LIST_END:
             if ref != -ENOSPC:
                 raise Divergence("gnt.claim", f"claim from an empty chain returned {ref}, not -ENOSPC",
@@ -266,13 +268,6 @@ class GuestAllocator:
             raise Divergence("gnt.claim", f"claim from the chain at {head} returned {ref}; a claim "
                              "returns the chain's head",
                              expected=head, actual=ref, state=self._state(head))
-        if head in self.chain_heads:
-            self.chain_heads.discard(head)
-            nxt = self.chain_next.pop(head, GNTTAB_LIST_END)
-            if nxt != GNTTAB_LIST_END:
-                self.chain_heads.add(nxt)
-            self.st[head] = HELD
-            return
         if not self.exact and self.st[head] in (UNKNOWN, CHAIN):
             # The chain's tail was never seen; the head the guest names is it.
             self.st[head] = HELD
@@ -356,15 +351,15 @@ class GuestAllocator:
     # --- granting and ending (the allocator's part; entries live in the table)
 
     def check_grantable(self, ref: int) -> None:
-        self.begin("gnt.grant")
+        """gnttab_grant_foreign_access_ref(ref): the caller must hold `ref`."""
+        if self.due:
+            self.begin("gnt.grant")
         if ref < GNTTAB_NR_RESERVED_ENTRIES:
             raise Divergence("gnt.grant-reserved", f"the guest granted entry {ref}; entries 0-7 "
                              "belong to the toolstack", actual=ref, state={"ref": ref})
         if ref >= len(self.st):
-            self._grow_st()
-            if ref >= len(self.st):
-                raise Divergence("gnt.grant-unowned", f"ref {ref} is outside the table", actual=ref,
-                                 state={"ref": ref, "nr_frames": self.nr_frames})
+            raise Divergence("gnt.grant-unowned", f"ref {ref} is outside the table", actual=ref,
+                             state={"ref": ref, "nr_frames": self.nr_frames})
         state = self.st[ref]
         if state == HELD:
             return
@@ -377,8 +372,10 @@ class GuestAllocator:
     def ended(self, ref: int, mode: str) -> None:
         """Access to `ref` ended (flags now 0); try/end modes give the ref back."""
         if mode != "ref":
-            self._push_free(ref)
-            self._check_callbacks()
+            self.st[ref] = FREE
+            self.free.appendleft(ref)
+            if self.callbacks:
+                self._check_callbacks()
 
     def end_failed(self, ref: int, mode: str) -> None:
         if mode == "end":
@@ -460,7 +457,6 @@ class GuestAllocator:
 
     def begin(self, what: str) -> None:
         """Every allocator call starts here: callbacks due must have run by now."""
-        self.last_growth = None
         if self.due:
             cb = self.due[0]
             self.due.clear()

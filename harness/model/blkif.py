@@ -26,21 +26,29 @@ from harness.model.rules import Divergence
 VALID_OPS = frozenset({BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER,
                        BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_DISCARD, BLKIF_OP_INDIRECT})
 RSP_STATUSES = frozenset({BLKIF_RSP_OKAY, BLKIF_RSP_ERROR, BLKIF_RSP_EOPNOTSUPP})
+# Allocator states in which a gref may be on the ring (UNKNOWN: the trace
+# began after it was granted).
+_USABLE = (HELD, UNKNOWN)
 # Operations whose data the backend writes into the guest's pages.
 _FILLS_PAGES = frozenset({BLKIF_OP_READ})
 
 
-def check_segments(segs: list, ring: FrontRing, id: int) -> None:
-    """blkif.seg-bounds: first_sect <= last_sect < 8 (blkback dispatch_rw_block_io)."""
+def segment_grefs(segs: list, ring: FrontRing, id: int) -> list[int]:
+    """The segments' grefs, checking blkif.seg-bounds on the way: first_sect <=
+    last_sect < 8 (blkback dispatch_rw_block_io, xen_blkbk_parse_indirect)."""
+    grefs = []
+    append = grefs.append
     for gref, first, last in segs:
         if not 0 <= first <= last < SECTORS_PER_PAGE:
             raise Divergence("blkif.seg-bounds", f"request {id}: segment of gref {gref} covers sectors "
                              f"{first}..{last}; a 4096-byte page holds sectors 0..7, first <= last",
                              actual=(first, last), state=ring.state(id))
+        append(gref)
+    return grefs
 
 
 def parse_request(ring: FrontRing, id: int, op: int, segs: list, indirect_op: int | None,
-                  nr_segments: int | None, indirect_grefs: list[int]) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+                  nr_segments: int | None, indirect_grefs: list[int]) -> tuple[int, list[int], list[int]]:
     """Check the request's shape; returns (data op, data grefs, indirect-page grefs)."""
     if op not in VALID_OPS:
         raise Divergence("blkif.op", f"request {id} has operation {op}; blkif defines 0-3, 5, 6",
@@ -68,8 +76,7 @@ def parse_request(ring: FrontRing, id: int, op: int, segs: list, indirect_op: in
                              f"{len(indirect_grefs)} indirect pages; it needs {pages} (at most "
                              f"{BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST})",
                              expected=pages, actual=len(indirect_grefs), state=ring.state(id))
-        check_segments(segs, ring, id)
-        return indirect_op, tuple(s[0] for s in segs), tuple(indirect_grefs)
+        return indirect_op, segment_grefs(segs, ring, id), list(indirect_grefs)
     if indirect_grefs or indirect_op is not None:
         raise Divergence("blkif.indirect", f"request {id} (operation {op}) carries indirect fields",
                          state=ring.state(id))
@@ -83,8 +90,7 @@ def parse_request(ring: FrontRing, id: int, op: int, segs: list, indirect_op: in
         raise Divergence("blkif.nr-segments", f"request {id} (operation {op}) has {count} segments; "
                          f"allowed {low}..{BLKIF_MAX_SEGMENTS_PER_REQUEST}", actual=count,
                          state=ring.state(id))
-    check_segments(segs, ring, id)
-    return op, tuple(s[0] for s in segs), ()
+    return op, segment_grefs(segs, ring, id), []
 
 
 def grant_direction_ok(policy_seed: bool, persistent: bool, op: int, readonly: bool,
@@ -112,34 +118,39 @@ def grant_direction_ok(policy_seed: bool, persistent: bool, op: int, readonly: b
 
 
 def check_grants(table: GrantTable, alloc: GuestAllocator | None, ring: FrontRing, request_id: int,
-                 op: int, data: tuple[int, ...], indirect: tuple[int, ...], policy_seed: bool) -> None:
+                 op: int, data: list[int], indirect: list[int], policy_seed: bool) -> None:
     """blkif.seg-grant and blkif.grant-direction for every gref of a request."""
     flags = table.flags
     gdom = table.gdom
-    known = table.known
+    capacity = table.capacity
     backend = ring.backend
-    persistent = ring.persistent
     st = alloc.st if alloc is not None else None
-    for grefs, is_indirect in ((data, False), (indirect, True)):
+    # Access that needs a closer look: read-only grants always (never right for
+    # a read, nor with persistent grants); writable ones only where the seed
+    # wants read-only.
+    check_writable = policy_seed and op in (BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER)
+    for is_indirect, grefs in ((False, data), (True, indirect)):
         for gref in grefs:
-            if gref >= table.capacity:
+            if gref >= capacity:
                 raise Divergence("blkif.seg-grant", f"request {request_id} uses gref {gref}, outside "
                                  "the grant table", actual=gref, state=ring.state(request_id))
             f = flags[gref]
-            if not known[gref] and not f:
-                continue  # granted before the trace began
             if (f & GTF_type_mask) != GTF_permit_access or gdom[gref] != backend or (
-                    st is not None and gref < len(st) and st[gref] not in (HELD, UNKNOWN)):
+                    st is not None and st[gref] not in _USABLE):
+                if not f and not table.known[gref]:
+                    continue  # granted before the trace began
                 raise Divergence("blkif.seg-grant", f"request {request_id} uses gref {gref}, which is "
                                  f"not granted to the backend d{backend}",
                                  actual=gref, state={**ring.state(request_id),
                                                      "gref": table.entry_state(gref)})
-            why = grant_direction_ok(policy_seed, persistent, op, bool(f & GTF_readonly), is_indirect)
-            if why is not None:
-                access = "read-only" if f & GTF_readonly else "writable"
-                raise Divergence("blkif.grant-direction", f"request {request_id} (operation {op}) uses "
-                                 f"gref {gref} granted {access}: {why}",
-                                 state={**ring.state(request_id), "gref": table.entry_state(gref)})
+            if f & GTF_readonly or (check_writable and not is_indirect):
+                why = grant_direction_ok(policy_seed, ring.persistent, op, bool(f & GTF_readonly),
+                                         is_indirect)
+                if why is not None:
+                    access = "read-only" if f & GTF_readonly else "writable"
+                    raise Divergence("blkif.grant-direction", f"request {request_id} (operation {op}) "
+                                     f"uses gref {gref} granted {access}: {why}",
+                                     state={**ring.state(request_id), "gref": table.entry_state(gref)})
 
 
 def check_response(ring: FrontRing, request: Request, op: int, status: int) -> None:
@@ -152,5 +163,3 @@ def check_response(ring: FrontRing, request: Request, op: int, status: int) -> N
                          "blkif defines 0, -1, -2", actual=status, state=ring.state(request.id))
 
 
-def new_request(id: int, idx: int, op: int, data: tuple[int, ...], indirect: tuple[int, ...]) -> Request:
-    return Request(id, idx, op, data + indirect)

@@ -90,12 +90,14 @@ class GrantTable:
 
     Lists indexed by grant ref, sized for the maximum table.  `known[ref]` is
     0 for an entry whose content was set before the trace began (the model
-    then accepts what happens to it and learns from it).
+    then accepts what happens to it and learns from it).  `alloc_state` is
+    the guest allocator's per-ref state (harness.model.allocator), kept here
+    so it always has the table's size.
     """
 
     __slots__ = (
         "domid", "max_frames", "nr_frames", "version", "flags", "gdom", "frame",
-        "pin", "mapdom", "mfn", "soft", "known", "capacity",
+        "pin", "mapdom", "mfn", "soft", "known", "capacity", "alloc_state", "_side",
     )
 
     def __init__(self, domid: int, max_frames: int | None, nr_frames: int | None = None):
@@ -115,6 +117,8 @@ class GrantTable:
         # seen the map ("ring", "persistent", "observed", "reserved").
         self.soft: dict[int, str] = {}
         self.known = bytearray()
+        self.alloc_state = bytearray()
+        self._side: list[tuple[list, object]] = []
         self.grow_capacity(max_frames or DEFAULT_MAX_GRANT_FRAMES)
 
     def grow_capacity(self, frames: int) -> None:
@@ -129,7 +133,16 @@ class GrantTable:
         self.mapdom.extend([NO_DOMAIN] * extra)
         self.mfn.extend([None] * extra)
         self.known.extend(bytes(extra))
+        self.alloc_state.extend(bytes(extra))
+        for array, default in self._side:
+            array.extend([default] * extra)
         self.capacity = want
+
+    def side_array(self, default: object) -> list:
+        """A list indexed by ref, for a layer above (blkif), that grows with the table."""
+        array = [default] * self.capacity
+        self._side.append((array, default))
+        return array
 
     def set_frames(self, nr_frames: int) -> None:
         """Xen's table now has at least `nr_frames` (it never shrinks in v1)."""
@@ -141,7 +154,7 @@ class GrantTable:
         return None if self.nr_frames is None else self.nr_frames * GREFS_PER_FRAME
 
     def mark_all_known(self) -> None:
-        self.known = bytearray(b"\x01") * self.capacity
+        self.known[:] = b"\x01" * self.capacity
 
     def entry_state(self, ref: int) -> dict:
         """The model's belief about one entry, for a divergence report."""

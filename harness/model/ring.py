@@ -40,7 +40,7 @@ class Request:
 
     __slots__ = ("id", "idx", "op", "grefs", "published")
 
-    def __init__(self, id: int, idx: int, op: int, grefs: tuple[int, ...]):
+    def __init__(self, id: int, idx: int, op: int, grefs: list[int]):
         self.id = id
         self.idx = idx
         self.op = op          # the operation a response must echo
@@ -54,7 +54,7 @@ class FrontRing:
     __slots__ = (
         "name", "dom", "backend", "grefs", "nr_ents", "connected", "persistent",
         "max_indirect", "req_prod_pvt", "req_prod", "rsp_cons", "rsp_prod_seen",
-        "in_flight", "unpublished", "pending_end", "completed",
+        "in_flight", "unpublished", "pending_n", "last_answered", "completed",
     )
 
     def __init__(self, name: str, dom: int, backend: int, grefs: list[int], nr_ents: int,
@@ -75,8 +75,9 @@ class FrontRing:
         self.rsp_prod_seen = start
         self.in_flight: dict[int, Request] = {}
         self.unpublished: list[Request] = []
-        # grefs of answered requests whose end the frontend has not tried yet
-        self.pending_end: dict[int, int] = {}
+        # grefs of the last answered request whose end was not tried yet
+        self.pending_n = 0
+        self.last_answered: int | None = None
         self.completed = 0
 
     def slots_in_flight(self) -> int:

@@ -19,11 +19,21 @@ that a Linux function returns as `-errno` is recorded as that negative number.
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 import msgspec
+from msgspec import Meta
 
 SCHEMA_VERSION = 1
+
+# Unsigned ABI widths, checked while decoding: domid_t, grant_ref_t/RING_IDX,
+# 64-bit ids and frames.  Fields that carry a C function's result keep plain
+# int, since those may be -errno.
+U16 = Annotated[int, Meta(ge=0, le=0xFFFF)]
+U32 = Annotated[int, Meta(ge=0, le=0xFFFFFFFF)]
+# (msgspec bounds must fit int64: 64-bit values are checked for sign only.)
+U64 = Annotated[int, Meta(ge=0)]
+I16 = Annotated[int, Meta(ge=-0x8000, le=0x7FFF)]
 
 Source = Literal["guest", "dom0", "xen"]
 Policy = Literal["seed", "linux-6.1"]
@@ -38,9 +48,9 @@ _RECORD = dict(kw_only=True, gc=False, forbid_unknown_fields=True, omit_defaults
 
 
 class Event(msgspec.Struct, tag_field="kind", **_RECORD):
-    seq: int
-    t_ns: int
-    dom: int
+    seq: U64
+    t_ns: U64
+    dom: U16
     src: Source
 
 
@@ -50,41 +60,41 @@ class Event(msgspec.Struct, tag_field="kind", **_RECORD):
 class GntSetup(Event, tag="gnt.setup", **_RECORD):
     """Guest grant table initialised: `nr_frames` mapped, `max_frames` limit."""
 
-    nr_frames: int
-    max_frames: int
+    nr_frames: U32
+    max_frames: U32
 
 
 class GntAlloc(Event, tag="gnt.alloc", **_RECORD):
     """gnttab_alloc_grant_references(count): `head` of the private chain, or -errno."""
 
-    count: int
+    count: U16
     head: int
 
 
 class GntClaim(Event, tag="gnt.claim", **_RECORD):
     """gnttab_claim_grant_reference(&head): `ref` taken from the chain at `head`, or -errno."""
 
-    head: int
+    head: U32
     ref: int
 
 
 class GntRelease(Event, tag="gnt.release", **_RECORD):
     """gnttab_release_grant_reference(&head, ref): `ref` pushed back on the chain at `head`."""
 
-    head: int
-    ref: int
+    head: U32
+    ref: U32
 
 
 class GntFree(Event, tag="gnt.free", **_RECORD):
     """gnttab_free_grant_reference(ref): one ref back on the free list."""
 
-    ref: int
+    ref: U32
 
 
 class GntFreeChain(Event, tag="gnt.free_chain", **_RECORD):
     """gnttab_free_grant_references(head): the rest of a private chain back on the free list."""
 
-    head: int
+    head: U32
 
 
 class GntGrant(Event, tag="gnt.grant", **_RECORD):
@@ -96,8 +106,8 @@ class GntGrant(Event, tag="gnt.grant", **_RECORD):
     """
 
     ref: int
-    to: int
-    frame: int
+    to: U16
+    frame: U32
     ro: bool = False
     alloc: bool = False
 
@@ -111,7 +121,7 @@ class GntEnd(Event, tag="gnt.end", **_RECORD):
     leaks the ref, Linux 6.1 defers it).
     """
 
-    ref: int
+    ref: U32
     ok: bool
     mode: EndMode = "try"
 
@@ -119,43 +129,43 @@ class GntEnd(Event, tag="gnt.end", **_RECORD):
 class GntDeferredEnd(Event, tag="gnt.deferred_end", **_RECORD):
     """Linux 6.1's deferred-end timer retried `ref`; `ok`: ended and freed."""
 
-    ref: int
+    ref: U32
     ok: bool
 
 
 class GntExpand(Event, tag="gnt.expand", **_RECORD):
     """The guest grew its grant table from `old` to `new` frames."""
 
-    old: int
-    new: int
+    old: U32
+    new: U32
 
 
 class GntCbRequest(Event, tag="gnt.cb_request", **_RECORD):
     """gnttab_request_free_callback: callback `cb` wants `count` free entries."""
 
-    cb: int
-    count: int
+    cb: U64
+    count: U16
 
 
 class GntCbFire(Event, tag="gnt.cb_fire", **_RECORD):
     """A free callback ran."""
 
-    cb: int
+    cb: U64
 
 
 class GntCbCancel(Event, tag="gnt.cb_cancel", **_RECORD):
     """gnttab_cancel_free_callback."""
 
-    cb: int
+    cb: U64
 
 
 class ToolstackGrant(Event, tag="toolstack.grant", **_RECORD):
     """The toolstack seeded reserved entry `ref` (0-7) of domain `rdom`."""
 
-    rdom: int
-    ref: int
-    to: int
-    frame: int
+    rdom: U16
+    ref: U32
+    to: U16
+    frame: U32
 
 
 # --- GNTTABOP hypercalls (xen/include/public/grant_table.h), one record each.
@@ -163,25 +173,25 @@ class ToolstackGrant(Event, tag="toolstack.grant", **_RECORD):
 
 
 class OpQuerySize(Event, tag="gnttab.query_size", **_RECORD):
-    rdom: int
-    status: int
+    rdom: U16
+    status: I16
     nr_frames: int | None = None
     max_nr_frames: int | None = None
     rc: int = 0
 
 
 class OpSetupTable(Event, tag="gnttab.setup_table", **_RECORD):
-    rdom: int
-    nr_frames: int
-    status: int
+    rdom: U16
+    nr_frames: U32
+    status: I16
     rc: int = 0
 
 
 class OpMap(Event, tag="gnttab.map", **_RECORD):
-    rdom: int
-    ref: int
-    flags: int
-    status: int
+    rdom: U16
+    ref: U32
+    flags: U32
+    status: I16
     host_addr: int | None = None
     handle: int | None = None
     dev_bus_addr: int | None = None
@@ -191,31 +201,31 @@ class OpMap(Event, tag="gnttab.map", **_RECORD):
 class OpUnmap(Event, tag="gnttab.unmap", **_RECORD):
     # host_addr/dev_bus_addr left out (None): not recorded; the model then
     # assumes the call named the addresses the map returned.  0 means 0.
-    handle: int
-    status: int
+    handle: U32
+    status: I16
     host_addr: int | None = None
     dev_bus_addr: int | None = None
     rc: int = 0
 
 
 class OpCopy(Event, tag="gnttab.copy", **_RECORD):
-    src_dom: int
-    src: int
-    src_off: int
-    dst_dom: int
-    dst: int
-    dst_off: int
-    len: int
-    flags: int
-    status: int
+    src_dom: U16
+    src: U64
+    src_off: U16
+    dst_dom: U16
+    dst: U64
+    dst_off: U16
+    len: U16
+    flags: U16
+    status: I16
     rc: int = 0
 
 
 class OpTransfer(Event, tag="gnttab.transfer", **_RECORD):
-    rdom: int
-    ref: int
-    gfn: int
-    status: int
+    rdom: U16
+    ref: U32
+    gfn: U64
+    status: I16
     rc: int = 0
 
 
@@ -243,10 +253,10 @@ class RingSetup(Event, tag="ring.setup", **_RECORD):
     """
 
     ring: str
-    grefs: list[int]
-    backend: int
-    nr_ents: int
-    start: int = 0
+    grefs: list[U32]
+    backend: U16
+    nr_ents: U32
+    start: U32 = 0
 
 
 class BlkifConnect(Event, tag="blkif.connect", **_RECORD):
@@ -254,7 +264,7 @@ class BlkifConnect(Event, tag="blkif.connect", **_RECORD):
 
     ring: str
     persistent: bool = False
-    max_indirect: int = 0
+    max_indirect: U32 = 0
 
 
 class BlkifReq(Event, tag="blkif.req", **_RECORD):
@@ -266,44 +276,44 @@ class BlkifReq(Event, tag="blkif.req", **_RECORD):
     """
 
     ring: str
-    idx: int
-    id: int
-    op: int
-    sector: int = 0
-    segs: list[tuple[int, int, int]] = []
+    idx: U32
+    id: U64
+    op: U16
+    sector: U64 = 0
+    segs: list[tuple[U32, int, int]] = []
     indirect_op: int | None = None
     nr_segments: int | None = None
-    indirect_grefs: list[int] = []
+    indirect_grefs: list[U32] = []
 
 
 class RingPush(Event, tag="ring.push", **_RECORD):
     """The frontend published requests: req_prod went from `old` to `new`."""
 
     ring: str
-    old: int
-    new: int
+    old: U32
+    new: U32
     notify: bool
-    req_event: int | None = None
+    req_event: U32 | None = None
 
 
 class BlkifRsp(Event, tag="blkif.rsp", **_RECORD):
     """The frontend consumed the response at free-running index `idx`."""
 
     ring: str
-    idx: int
-    id: int
-    op: int
-    status: int
+    idx: U32
+    id: U64
+    op: U16
+    status: I16
 
 
 class RingRspPush(Event, tag="ring.rsp_push", **_RECORD):
     """The backend published responses: rsp_prod went from `old` to `new`."""
 
     ring: str
-    old: int
-    new: int
+    old: U32
+    new: U32
     notify: bool
-    rsp_event: int | None = None
+    rsp_event: U32 | None = None
 
 
 class BlkifDisconnect(Event, tag="blkif.disconnect", **_RECORD):
@@ -318,25 +328,25 @@ class BlkifDisconnect(Event, tag="blkif.disconnect", **_RECORD):
 class DumpEntry(msgspec.Struct, kw_only=True, gc=False, forbid_unknown_fields=True):
     """One line of `xl debug-keys g` (xen/common/grant_table.c gnttab_usage_print)."""
 
-    ref: int
-    mapdom: int
-    pin: int
-    gdom: int
-    frame: int
-    flags: int
+    ref: U32
+    mapdom: U16
+    pin: U32
+    gdom: U16
+    frame: U64
+    flags: U16
 
 
 class XenGnttab(Event, tag="xen.gnttab", **_RECORD):
     """Xen's grant table of domain `rdom` at a quiet point: size and active entries."""
 
-    rdom: int
-    nr_frames: int
-    max_frames: int
+    rdom: U16
+    nr_frames: U32
+    max_frames: U32
     entries: list[DumpEntry] = []
 
 
 class DomainDestroy(Event, tag="domain.destroy", **_RECORD):
-    rdom: int
+    rdom: U16
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (

@@ -80,6 +80,7 @@ def test_series_and_ledger_on_request(capsys):
     occupancy = verdict["series"]["ring_occupancy"]["xvda/0"]
     assert max(value for _, value in occupancy) == 1
     assert verdict["series"]["table_frames"]["1"][-1][1] == 1
+    assert verdict["kinds"]["gnt.end"] == 66
     granted = verdict["ledger"]["1"]["granted"]
     assert len(granted) == 34  # ring + 33 persistent grants, still granted
     assert all(row["mapped_by"] is None for row in granted)  # disconnected: unmapped

@@ -97,3 +97,15 @@ def test_parse_lines_in_memory():
     with pytest.raises(TraceFormatError) as err:
         parse_lines([HEADER, event(1), "{"])
     assert err.value.line == 3
+
+
+def test_a_line_longer_than_the_block_and_no_final_newline(tmp_path):
+    long_segs = ",".join("[9,0,7]" for _ in range(300))
+    lines = [HEADER, event(1), event(2, "blkif.req", ring='"r"', idx=0, id=1, op=6,
+                                     segs=f"[{long_segs}]"), event(3)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines))  # no newline after the last line
+    with TraceReader(path, block_bytes=64) as reader:
+        got = [(ev.seq, block.line_of(i)) for block in reader.blocks()
+               for i, ev in enumerate(block.events)]
+    assert got == [(1, 2), (2, 3), (3, 4)]

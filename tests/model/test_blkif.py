@@ -70,7 +70,7 @@ def test_indirect_requests():
     r = ring(max_indirect=32)
     op, data, pages = shape(r, BLKIF_OP_INDIRECT, [[9, 0, 7]] * 32, indirect_op=BLKIF_OP_WRITE,
                             nr_segments=32, indirect_grefs=[40])
-    assert (op, len(data), pages) == (BLKIF_OP_WRITE, 32, (40,))
+    assert (op, len(data), pages) == (BLKIF_OP_WRITE, 32, [40])
     assert rule_of(shape, r, BLKIF_OP_INDIRECT, indirect_op=BLKIF_OP_FLUSH_DISKCACHE, nr_segments=1,
                    indirect_grefs=[40]) == "blkif.indirect"
     assert rule_of(shape, r, BLKIF_OP_INDIRECT, indirect_op=0, nr_segments=33,
