@@ -23,7 +23,7 @@ from harness.model.constants import (
     GNTTAB_NR_RESERVED_ENTRIES, GREFS_PER_FRAME, GTF_permit_access, GTF_readonly,
     GTF_type_mask, INITIAL_NR_GRANT_FRAMES, RING_IDX_MASK,
 )
-from harness.model.gnttab import DomainFacts, GrantTable, Hypervisor
+from harness.model.gnttab import DomainFacts, Expect, GrantTable, Hypervisor, expected_status
 from harness.model.ring import FrontRing, Request, blkif_ring_entries
 from harness.model.rules import RULES, Divergence, Unsupported
 from harness.trace import schema as s
@@ -100,7 +100,8 @@ class Checker:
         self.rings: dict[str, FrontRing] = {}
         self.notes: list[str] = []
         self.purged = 0
-        self.series = {"ring_occupancy": {}, "granted": {}, "table_frames": {}} if series else None
+        self.series = ({"ring_occupancy": {}, "granted": {}, "mapped": {}, "table_frames": {}}
+                       if series else None)
         self.handlers = {
             s.GntSetup: self.on_setup, s.GntAlloc: self.on_alloc, s.GntClaim: self.on_claim,
             s.GntRelease: self.on_release, s.GntFree: self.on_free,
@@ -511,22 +512,11 @@ class Checker:
                              state={"ref": ref})
         if ref < GNTTAB_NR_RESERVED_ENTRIES and not table.pin[ref]:
             # The toolstack's entries: learned at first sight, exact afterwards.
-            table.flags[ref] = e.flags
-            table.gdom[ref] = e.gdom
-            table.frame[ref] = e.frame
-            table.pin[ref] = e.pin
-            table.mapdom[ref] = e.mapdom
-            table.soft[ref] = "reserved"
-            table.known[ref] = 1
+            table.learn_mapping(ref, e.mapdom, e.pin, e.flags, e.gdom, e.frame, "reserved")
             return
         if not table.pin[ref]:
-            if not table.known[ref]:
-                table.flags[ref] = e.flags
-                table.gdom[ref] = e.gdom
-                table.frame[ref] = e.frame
-                table.known[ref] = 1
-                table.pin_soft(ref, e.mapdom, "observed", not e.pin & GNTPIN_writable_mask)
-                table.pin[ref] = e.pin
+            if not table.known[ref]:  # granted before the trace began
+                table.learn_mapping(ref, e.mapdom, e.pin, e.flags, e.gdom, e.frame, "observed")
                 return
             if ref not in maybe:
                 raise Divergence("xen.dump.unexpected", f"Xen lists ref {ref} of d{table.domid} mapped by "
@@ -577,6 +567,10 @@ class Checker:
 
     # --- results
 
+    def expected_status(self, op: str, caller: int, **inputs: int) -> Expect:
+        """What Xen 4.17 answers this GNTTABOP now, in the state replayed so far."""
+        return expected_status(self.hv, op, caller, **inputs)
+
     def ledger(self) -> dict:
         """Per guest: every entry granted and not ended, and who maps it."""
         out = {}
@@ -603,26 +597,31 @@ class Checker:
         return out
 
     def sample(self, ev: Event) -> None:
-        """Time series for the report: ring occupancy, granted entries, table frames."""
+        """Time series for the report: ring occupancy and, per guest, entries granted,
+        entries mapped (Xen's active entries) and table frames.  A point is added
+        only when a value changes."""
         series = self.series
         assert series is not None
         t = ev.t_ns
         ring_name = getattr(ev, "ring", None)
         if ring_name is not None and ring_name in self.rings:
-            points = series["ring_occupancy"].setdefault(ring_name, [])
-            value = len(self.rings[ring_name].in_flight)
-            if not points or points[-1][1] != value:
-                points.append((t, value))
-        guest = self.guests.get(ev.dom)
-        if guest is not None:
-            key = str(ev.dom)
-            points = series["granted"].setdefault(key, [])
-            if not points or points[-1][1] != guest.granted:
-                points.append((t, guest.granted))
-            frames = series["table_frames"].setdefault(key, [])
-            value = guest.table.nr_frames
-            if value is not None and (not frames or frames[-1][1] != value):
-                frames.append((t, value))
+            _point(series["ring_occupancy"], ring_name, t, len(self.rings[ring_name].in_flight))
+        doms = (ev.dom, getattr(ev, "rdom", ev.dom))
+        for dom in doms if doms[0] != doms[1] else doms[:1]:
+            guest = self.guests.get(dom)
+            if guest is None:
+                continue
+            key = str(dom)
+            _point(series["granted"], key, t, guest.granted)
+            _point(series["mapped"], key, t, guest.table.mapped)
+            if guest.table.nr_frames is not None:
+                _point(series["table_frames"], key, t, guest.table.nr_frames)
+
+
+def _point(series: dict, key: str, t: int, value: int) -> None:
+    points = series.setdefault(key, [])
+    if not points or points[-1][1] != value:
+        points.append((t, value))
 
 
 def _entry_dict(e: s.DumpEntry) -> dict:

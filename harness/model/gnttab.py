@@ -97,7 +97,7 @@ class GrantTable:
 
     __slots__ = (
         "domid", "max_frames", "nr_frames", "version", "flags", "gdom", "frame",
-        "pin", "mapdom", "mfn", "soft", "known", "capacity", "alloc_state", "_side",
+        "pin", "mapdom", "mfn", "soft", "known", "capacity", "alloc_state", "_side", "mapped",
     )
 
     def __init__(self, domid: int, max_frames: int | None, nr_frames: int | None = None):
@@ -119,6 +119,7 @@ class GrantTable:
         self.known = bytearray()
         self.alloc_state = bytearray()
         self._side: list[tuple[list, object]] = []
+        self.mapped = 0  # entries with a non-zero pin: Xen's "active" entries
         self.grow_capacity(max_frames or DEFAULT_MAX_GRANT_FRAMES)
 
     def grow_capacity(self, frames: int) -> None:
@@ -181,6 +182,7 @@ class GrantTable:
         """map_grant_ref success: _set_status_v1 sets reading (and writing)."""
         if not self.pin[ref]:
             self.mapdom[ref] = mapdom
+            self.mapped += 1
         self.pin[ref] += incr
         self.flags[ref] |= GTF_reading if readonly else GTF_reading | GTF_writing
 
@@ -196,6 +198,7 @@ class GrantTable:
             self.mapdom[ref] = NO_DOMAIN
             self.mfn[ref] = None
             self.soft.pop(ref, None)
+            self.mapped -= 1
 
     def pin_soft(self, ref: int, mapdom: int, why: str, readonly: bool = False) -> None:
         """Record a mapping the model infers but did not see (blkback's)."""
@@ -206,10 +209,25 @@ class GrantTable:
 
     def unpin_soft(self, ref: int) -> None:
         if ref in self.soft:
+            if self.pin[ref]:
+                self.mapped -= 1
             self.pin[ref] = 0
             self.mapdom[ref] = NO_DOMAIN
             self.flags[ref] &= ~(GTF_reading | GTF_writing)
             del self.soft[ref]
+
+    def learn_mapping(self, ref: int, mapdom: int, pin: int, flags: int, gdom: int, frame: int,
+                      why: str) -> None:
+        """Take an entry as Xen lists it (one the model could not have seen being made)."""
+        if not self.pin[ref] and pin:
+            self.mapped += 1
+        self.flags[ref] = flags
+        self.gdom[ref] = gdom
+        self.frame[ref] = frame
+        self.pin[ref] = pin
+        self.mapdom[ref] = mapdom
+        self.soft[ref] = why
+        self.known[ref] = 1
 
 
 class Hypervisor:

@@ -81,6 +81,8 @@ def test_series_and_ledger_on_request(capsys):
     assert max(value for _, value in occupancy) == 1
     assert verdict["series"]["table_frames"]["1"][-1][1] == 1
     assert verdict["kinds"]["gnt.end"] == 66
+    mapped = [value for _, value in verdict["series"]["mapped"]["1"]]
+    assert max(mapped) == 35 and mapped[-1] == 1  # entry 0 + ring + 33, then entry 0 only
     granted = verdict["ledger"]["1"]["granted"]
     assert len(granted) == 34  # ring + 33 persistent grants, still granted
     assert all(row["mapped_by"] is None for row in granted)  # disconnected: unmapped
