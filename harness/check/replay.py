@@ -19,9 +19,9 @@ import msgspec
 from harness.model.allocator import DEFERRED, FREE, HELD, LEAKED, UNKNOWN, GuestAllocator
 from harness.model.blkif import check_grants, check_response, parse_request
 from harness.model.constants import (
-    DEFAULT_MAX_GRANT_FRAMES, GNTTAB_LIST_END, GNTPIN_cntr_mask, GNTPIN_hstr_mask, GNTPIN_writable_mask,
-    GNTTAB_NR_RESERVED_ENTRIES, GREFS_PER_FRAME, GTF_permit_access, GTF_readonly,
-    GTF_type_mask, INITIAL_NR_GRANT_FRAMES, RING_IDX_MASK,
+    DEFAULT_MAX_GRANT_FRAMES, DOMID_SELF, GNTPIN_writable_mask, GNTST_okay, GNTTAB_LIST_END,
+    GNTTAB_NR_RESERVED_ENTRIES, GTF_permit_access, GTF_readonly, GTF_type_mask,
+    INITIAL_NR_GRANT_FRAMES, LEGACY_MAX_GRANT_FRAMES, RING_IDX_MASK,
 )
 from harness.model.gnttab import DomainFacts, Expect, GrantTable, Hypervisor, expected_status
 from harness.model.ring import FrontRing, Request, blkif_ring_entries
@@ -100,6 +100,7 @@ class Checker:
         self.rings: dict[str, FrontRing] = {}
         self.notes: list[str] = []
         self.purged = 0
+        self.query_failed: set[int] = set()  # guests whose own query_size failed
         self.series = ({"ring_occupancy": {}, "granted": {}, "mapped": {}, "table_frames": {}}
                        if series else None)
         self.handlers = {
@@ -142,6 +143,9 @@ class Checker:
     def on_setup(self, ev: s.GntSetup) -> None:
         guest = self.guest(ev.dom)
         xen_max = guest.table.max_frames
+        if ev.dom in self.query_failed:
+            # __max_nr_grant_frames: "Legacy max supported number of frames"
+            xen_max = LEGACY_MAX_GRANT_FRAMES
         if ev.nr_frames != INITIAL_NR_GRANT_FRAMES:
             raise Divergence("gnt.setup", f"the guest table starts with {ev.nr_frames} frames; both "
                              "policies start with 1", expected=INITIAL_NR_GRANT_FRAMES,
@@ -315,7 +319,12 @@ class Checker:
 
     def on_query_size(self, ev: s.OpQuerySize) -> None:
         self.hv.add_domain(ev.dom)
-        self.hv.query_size(ev.dom, ev.rdom, ev.status, ev.nr_frames, ev.max_nr_frames)
+        self.hv.query_size(ev.dom, ev.rdom, ev.status, ev.nr_frames, ev.max_nr_frames, ev.rc)
+        if ev.rdom in (ev.dom, DOMID_SELF):
+            if ev.rc < 0 or ev.status != GNTST_okay:
+                self.query_failed.add(ev.dom)
+            else:
+                self.query_failed.discard(ev.dom)
 
     def on_setup_table(self, ev: s.OpSetupTable) -> None:
         self.hv.add_domain(ev.dom)

@@ -35,7 +35,7 @@ from collections import deque
 
 from harness.model.constants import (
     ENOSPC, GNTTAB_LIST_END, GNTTAB_NR_RESERVED_ENTRIES, GREFS_PER_FRAME,
-    GTF_permit_access, GTF_readonly, GTF_type_mask,
+    GTF_type_mask,
 )
 from harness.model.gnttab import GrantTable
 from harness.model.rules import Divergence
@@ -529,8 +529,3 @@ class GuestAllocator:
         if any(free >= count for _, count in self.callbacks):
             problems.append("a callback is pending although enough entries are free")
         return problems
-
-
-def granted_flags(readonly: bool) -> int:
-    """gnttab_grant_foreign_access_ref: GTF_permit_access | (readonly ? GTF_readonly : 0)."""
-    return GTF_permit_access | (GTF_readonly if readonly else 0)

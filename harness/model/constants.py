@@ -140,10 +140,6 @@ SECTORS_PER_PAGE = PAGE_SIZE >> 9  # first_sect/last_sect are < 8
 BLKIF_RSP_OKAY = 0
 BLKIF_RSP_ERROR = -1
 BLKIF_RSP_EOPNOTSUPP = -2
-BLKIF_OP_NAMES = {
-    0: "read", 1: "write", 2: "write_barrier", 3: "flush_diskcache",
-    5: "discard", 6: "indirect",
-}
 
 
 def ring_size(entry_size: int, area: int) -> int:

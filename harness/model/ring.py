@@ -53,8 +53,8 @@ class FrontRing:
 
     __slots__ = (
         "name", "dom", "backend", "grefs", "nr_ents", "connected", "persistent",
-        "max_indirect", "req_prod_pvt", "req_prod", "rsp_cons", "rsp_prod_seen",
-        "in_flight", "unpublished", "pending_n", "last_answered", "completed",
+        "max_indirect", "req_prod_pvt", "req_prod", "rsp_cons", "rsp_prod",
+        "in_flight", "unpublished", "pending_n", "last_answered",
     )
 
     def __init__(self, name: str, dom: int, backend: int, grefs: list[int], nr_ents: int,
@@ -72,13 +72,13 @@ class FrontRing:
         self.req_prod_pvt = start
         self.req_prod = start
         self.rsp_cons = start
-        self.rsp_prod_seen = start
+        # The backend's rsp_prod, known only from ring.rsp_push events.
+        self.rsp_prod: int | None = None
         self.in_flight: dict[int, Request] = {}
         self.unpublished: list[Request] = []
         # grefs of the last answered request whose end was not tried yet
         self.pending_n = 0
         self.last_answered: int | None = None
-        self.completed = 0
 
     def slots_in_flight(self) -> int:
         return (self.req_prod_pvt - self.rsp_cons) & M
@@ -134,6 +134,9 @@ class FrontRing:
         if not (self.req_prod - self.rsp_cons) & M:
             raise Divergence("ring.rsp-overflow", f"response at index {idx}, but every published "
                              "request is answered (RING_RESPONSE_PROD_OVERFLOW)", state=self.state())
+        if self.rsp_prod is not None and not (self.rsp_prod - self.rsp_cons) & M:
+            raise Divergence("ring.rsp-overflow", f"response consumed at index {idx}, but the backend "
+                             f"published responses only up to {self.rsp_prod}", state=self.state())
         request = self.in_flight.get(id)
         if request is None or not request.published:
             why = "not yet published" if request is not None else "not in flight"
@@ -141,7 +144,6 @@ class FrontRing:
                              actual=id, state=self.state(id))
         self.rsp_cons = (idx + 1) & M
         del self.in_flight[id]
-        self.completed += 1
         return request
 
     def response_push(self, old: int, new: int, notify: bool, rsp_event: int | None) -> None:
@@ -155,7 +157,7 @@ class FrontRing:
         if ((new - self.rsp_cons) & M) > self.nr_ents:
             raise Divergence("ring.rsp-overflow", f"rsp_prod {new} is more than {self.nr_ents} ahead of "
                              f"rsp_cons {self.rsp_cons} (RING_RESPONSE_PROD_OVERFLOW)", state=self.state())
-        self.rsp_prod_seen = new
+        self.rsp_prod = new
 
     # --- reporting
 

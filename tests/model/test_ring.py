@@ -104,3 +104,15 @@ def test_push_must_publish_the_private_producer():
     with pytest.raises(Divergence) as err:
         ring.push(0, 1, notify=False, req_event=1)
     assert err.value.rule == "ring.notify"
+
+
+def test_responses_beyond_the_backends_rsp_prod():
+    ring = connected_ring()
+    put(ring, 1)
+    put(ring, 2)
+    ring.push(0, 2, notify=True, req_event=1)
+    ring.response_push(0, 1, notify=True, rsp_event=1)
+    ring.take_response(0, 2)
+    with pytest.raises(Divergence) as err:
+        ring.take_response(1, 1)  # the backend published only one response
+    assert err.value.rule == "ring.rsp-overflow"
