@@ -496,6 +496,7 @@ class Checker:
                              actual=ev.max_frames, state={"rdom": ev.rdom})
         table.set_frames(ev.nr_frames)
         table.max_frames = ev.max_frames
+        table.grow_capacity(ev.max_frames)
         guest = self.guests.get(ev.rdom)
         maybe = set()
         if guest is not None:
@@ -719,8 +720,9 @@ class _Run:
         checker = self.checker
         notes = list(checker.notes)
         if checker.purged:
-            notes.append(f"{checker.purged} inferred persistent mapping(s) were absent from Xen's dump: "
-                         "blkback purges persistent grants (blkback.c purge_persistent_gnt)")
+            notes.append(f"{checker.purged} mapping(s) the model had only inferred were absent from "
+                         "Xen's dump and are forgotten (blkback purges persistent grants: "
+                         "blkback.c purge_persistent_gnt)")
         verdict = Verdict(
             outcome=outcome, policy=checker.policy, events=self.count, trace=self.name,
             kinds={t.__struct_config__.tag: n for t, n in self.kinds.items()},
