@@ -454,11 +454,13 @@ class Checker:
         ring.unpublished.clear()
         self._clear_pending(guest, ring)
         if not self.captured:
-            # blkback unmapped the ring and every persistent grant of this device.
+            # The backend is letting go of the ring and its persistent grants
+            # (blkback unmaps them in xen_blkif_disconnect, once the frontend
+            # reaches Closed): from now on they may or may not still be mapped.
             table = guest.table
-            for gref in [g for g, why in table.soft.items()
-                         if table.mapdom[g] == ring.backend and why in ("ring", "persistent")]:
-                table.unpin_soft(gref)
+            for gref, why in table.soft.items():
+                if why in ("ring", "persistent") and table.mapdom[gref] == ring.backend:
+                    table.soft[gref] = "disconnecting"
 
     @staticmethod
     def _clear_pending(guest: Guest, ring: FrontRing) -> None:

@@ -317,7 +317,7 @@ class RingRspPush(Event, tag="ring.rsp_push", **_RECORD):
 
 
 class BlkifDisconnect(Event, tag="blkif.disconnect", **_RECORD):
-    """The backend left the Connected state: it unmapped the ring and its grants."""
+    """The backend left the Connected state: it will unmap the ring and its grants."""
 
     ring: str
 
