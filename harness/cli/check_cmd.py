@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
     parser.add_argument(
         "--series", action="store_true",
-        help="include time series (ring occupancy, granted entries, table frames) and the final ledger",
+        help="include time series (ring occupancy, entries granted and mapped, table frames), "
+             "the kinds histogram and the final ledger",
     )
     parser.set_defaults(handler=run)
 
