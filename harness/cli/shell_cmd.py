@@ -31,6 +31,12 @@ def _record() -> stackfile.StackRecord:
     return record
 
 
+def _command_line(words: list[str]) -> str:
+    """One word is taken as a shell command line as it is; several are
+    quoted as separate arguments."""
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
 def handle(args) -> int:
     record = _record()
     if args.where == "dom0":
@@ -39,7 +45,7 @@ def handle(args) -> int:
         ssh = ["ssh", "-p", str(record.ssh_port), "-i", record.client_key, "-o", f"UserKnownHostsFile={known}",
                "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "root@127.0.0.1"]
         if args.command:
-            ssh.append(shlex.join(args.command))
+            ssh.append(_command_line(args.command))
         os.execvp("ssh", ssh)
     if not record.guest:
         raise UsageError("the stack has no guest (it was started with --no-guest)")
@@ -50,7 +56,7 @@ def handle(args) -> int:
     with hostmod.connect(endpoint, config.HostConfig(), 30) as xen:
         guest = attach(xen, record.guest)
         if args.command:
-            res = guest.run(shlex.join(args.command) if len(args.command) > 1 else args.command[0])
+            res = guest.run(_command_line(args.command))
             sys.stdout.write(res.stdout)
             return res.exit_status
         print(f"guest {guest.name} (domain {guest.domid}); one command per line, no terminal; Ctrl-D ends")
