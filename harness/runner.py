@@ -86,7 +86,8 @@ def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.Built
                                                      xen.cfg.timeouts.guest_boot_s, "load guest modules")
                 info["blkfront_connect_s"] = round(connect_s, 2)
             info["modules"] = [{**lm.module.to_dict(), "load_s": round(lm.load_s, 2),
-                                "loaded_build_id": lm.loaded_build_id} for lm in loaded]
+                                "loaded_build_id": lm.loaded_build_id,
+                                "running_params": guest_modules.read_params(g, lm.module.name)} for lm in loaded]
         yield g
 
 

@@ -68,6 +68,17 @@ def _blkfront_source(spec: ModuleSpec, store: Store, guest_meta: dict, log: Path
     raise ConfigError(f"modules.blkfront.source: '{spec.source}' is neither 'debian' nor an existing file or folder")
 
 
+def module_key(source_parts: list[tuple[str, bytes]], patch_files: list[Path], kver: str,
+               headers_version: str, kbuild_text: str) -> str:
+    """The cache key of a module build: its sources, its patches in order,
+    the headers it builds against, the Kbuild recipe and this builder."""
+    parts = list(source_parts)
+    parts += [(f"patch{i}", p.read_bytes()) for i, p in enumerate(patch_files)]
+    parts += [("headers", f"{kver} {headers_version}".encode()), ("kbuild", kbuild_text.encode()),
+              ("builder", Path(__file__).read_bytes())]
+    return key_of(parts)
+
+
 def _build_one(role: str, spec: ModuleSpec, store: Store, guest_meta: dict, log: Path) -> BuiltModule:
     kver = guest_meta["kernel_version"]
     headers_version = guest_meta["versions"][guest_meta["kernel_package"]]
@@ -86,10 +97,7 @@ def _build_one(role: str, spec: ModuleSpec, store: Store, guest_meta: dict, log:
         desc["sha256"] = key_of(parts)
         kbuild_text, modname, ko_name = None, "xenrig_gnttab", "xenrig_gnttab.ko"
     patch_desc = [{"name": str(p), "sha256": sha256_file(p)} for p in spec.patches]
-    parts += [(f"patch{i}", p.read_bytes()) for i, p in enumerate(spec.patches)]
-    parts += [("headers", f"{kver} {headers_version}".encode()), ("kbuild", (kbuild_text or "").encode()),
-              ("builder", Path(__file__).read_bytes())]
-    key = key_of(parts)
+    key = module_key(parts, spec.patches, kver, headers_version, kbuild_text or "")
 
     def build(out: Path) -> dict:
         started = time.monotonic()

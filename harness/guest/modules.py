@@ -63,6 +63,13 @@ def wait_disks(guest: HvmGuest, vdevs: list[str], timeout_s: float, stage: str) 
         time.sleep(0.5)
 
 
+def read_params(guest: HvmGuest, name: str) -> dict[str, str]:
+    """The module's parameters as the running kernel holds them."""
+    res = guest.run(f"cd /sys/module/{name}/parameters 2>/dev/null && for p in *; do echo \"$p=$(cat $p)\"; done",
+                    timeout_s=30)
+    return dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+
+
 def features(guest: HvmGuest) -> dict[str, dict[str, str]]:
     return parsers.blkfront_features(guest.run("dmesg | grep 'blkfront: xvd'", timeout_s=30).stdout)
 

@@ -1,0 +1,60 @@
+"""GNTTABOPs issued from dom0 (harness/remote/gntagent.py) as trace events.
+
+The agent answers one JSON line per operation with its inputs and what Xen
+returned; this module runs it over SSH and turns the hypercall results into
+`gnttab.*` events.  Helper operations (gntalloc, reading a grant) stay out
+of the trace but their results are returned to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+
+from harness.errors import InfraError
+from harness.host import XenHost
+from harness.host.xen_host import AGENT_DIR
+
+_FIELDS = {
+    "query_size": ("rdom", "status", "nr_frames", "max_nr_frames", "rc"),
+    "setup_table": ("rdom", "nr_frames", "status", "rc"),
+    "map": ("rdom", "ref", "flags", "status", "host_addr", "handle", "dev_bus_addr", "rc"),
+    "unmap": ("handle", "status", "host_addr", "dev_bus_addr", "rc"),
+    "copy": ("src_dom", "src", "src_off", "dst_dom", "dst", "dst_off", "len", "flags", "status", "rc"),
+    "transfer": ("rdom", "ref", "gfn", "status", "rc"),
+    "set_version": ("version", "rc", "out_version"),
+    "get_version": ("rdom", "rc", "version"),
+}
+HYPERCALLS = set(_FIELDS)
+
+
+def run(xen: XenHost, ops: list[dict], timeout_s: float = 60) -> list[dict]:
+    """Run the operations in one agent process; one result per operation
+    (plus the agent's clean-up unmaps at the end)."""
+    payload = "".join(json.dumps(op) + "\n" for op in ops).encode()
+    res = xen.ssh.run(f"python3 {AGENT_DIR}/gntagent.py", timeout_s=timeout_s, input=payload)
+    results = []
+    for line in res.stdout.splitlines():
+        try:
+            results.append(json.loads(line))
+        except ValueError:
+            raise InfraError(f"the dom0 grant agent printed a line that is not JSON: {line[:200]!r}") from None
+    errors = [r for r in results if "error" in r]
+    if res.exit_status != 0 or errors:
+        detail = errors[0]["error"] if errors else (res.stderr.strip() or f"exit status {res.exit_status}")
+        raise InfraError(f"the dom0 grant agent failed: {detail}")
+    return results
+
+
+def to_event(result: dict) -> dict | None:
+    op = result["op"]
+    if op not in HYPERCALLS:
+        return None
+    ev = {"t_ns": result["t_ns"], "dom": 0, "src": "dom0", "kind": f"gnttab.{op}"}
+    for f in _FIELDS[op]:
+        if f in result:
+            ev[f] = result[f]
+    return ev
+
+
+def to_events(results: list[dict]) -> list[dict]:
+    return [e for e in (to_event(r) for r in results) if e is not None]
