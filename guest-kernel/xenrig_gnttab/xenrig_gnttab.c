@@ -885,6 +885,7 @@ static void xr_callback_fn(void *arg)
 	jl_int(&j, "in_hardirq", !!in_hardirq());
 	jl_int(&j, "in_softirq", !!in_serving_softirq());
 	jl_int(&j, "irqs_disabled", !!irqs_disabled());
+	jl_int(&j, "ret", 0);
 	xlog_append(&j, NULL, 0);
 }
 
@@ -954,13 +955,15 @@ static int cmd_exhaust(struct jline *j, int argc, char **argv)
 	 * hypervisor's size is logged right there.
 	 */
 	for (i = 0; i < bound; i++) {
-		grant_ref_t ref;
+		grant_ref_t head, ref;
 
-		ret = gnttab_alloc_grant_references(1, &ref);
+		ret = gnttab_alloc_grant_references(1, &head);
 		if (ret)
 			break;
+		/* A chain of one: claim its ref, as a driver would. */
+		ref = gnttab_claim_grant_reference(&head);
 		if (ref >= xr.nrefs) {
-			gnttab_free_grant_references(ref);
+			gnttab_free_grant_reference(ref);
 			jl_int(j, "untracked_ref", ref);
 			ret = -ERANGE;
 			break;
@@ -980,6 +983,7 @@ static int cmd_exhaust(struct jline *j, int argc, char **argv)
 			jl_int(s, "frame", ref / XR_REFS_PER_FRAME);
 			jl_int(s, "obtained", obtained);
 			jl_qs(s, &q);
+			jl_int(s, "ret", 0);
 			xr_emit(s);
 		}
 		if (!(i % 512))
