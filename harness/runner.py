@@ -10,6 +10,7 @@ an ERROR, never a PASS.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +18,21 @@ from typing import Iterator
 
 from harness import build, config, guest, images, paths, report, stack
 from harness.checks import smoke
-from harness.checks.result import ERROR, CheckResult, overall
+from harness.capture.live import CaptureSession
+from harness.check import stepwise
+from harness.checks.result import ERROR, FAIL, PASS, CheckResult, overall
 from harness.config import HostConfig, Scenario
 from harness.errors import XenrigError
 from harness.guest import modules as guest_modules
 from harness.guest.payload import pack_modules
 from harness.host import XenHost
 from harness.stages import ConsoleProgress, Timeline
+from harness.steps import StepRunner
+
+
+def _brief(result: dict) -> str:
+    keys = ("op", "ret", "status", "ref", "handle", "exit", "entries", "nr_frames")
+    return " ".join(f"{k}={result[k]}" for k in keys if k in result)
 
 
 @dataclass
@@ -64,35 +73,77 @@ def prepare(scenario: Scenario, timeline: Timeline, run_dir: Path) -> tuple[imag
     """Everything that needs no VM: images and the guest modules.  Done
     first so a patch that does not apply fails in seconds, not after a boot."""
     built_images = images.ensure(timeline, run_dir)
-    built_modules = build.ensure(scenario.modules, built_images.guest.meta, timeline, run_dir)
+    built_modules = build.ensure(scenario.modules, built_images.guest.meta, timeline, run_dir,
+                                 capture=scenario.capture)
     return built_images, built_modules
 
 
 @contextlib.contextmanager
 def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.BuiltModule], timeline: Timeline,
-                       run_dir: Path, info: dict, keep: bool = False) -> Iterator[guest.HvmGuest]:
-    """The HVM guest, booted with the built modules on board and loaded."""
+                       run_dir: Path, info: dict, keep: bool = False,
+                       capture: bool = False) -> Iterator[tuple[guest.HvmGuest, CaptureSession | None]]:
+    """The HVM guest, booted with the built modules on board and loaded; with
+    `capture`, the tracer is armed before blkfront loads, so the ring's
+    set-up and its first requests are in the trace."""
     extra = pack_modules(built, run_dir / "guest-modules.cpio.gz") if built else None
+    by_role = {m.role: m for m in built}
     with guest.start(xen, scenario.guest, timeline, extra_initrd=extra, artifacts=run_dir, keep=keep) as g:
         info["guest"] = {"name": g.name, "domid": g.domid}
+        session = None
         with timeline.stage("load guest modules"):
             loaded = []
-            for m in sorted(built, key=lambda m: m.role != "exerciser"):
-                lm = guest_modules.insmod(g, m, scenario_timeout(xen))
-                timeline.note(f"loaded {m.name} ({lm.load_s:.1f}s), build id {lm.loaded_build_id[:12]} matches")
+
+            def load(module: build.BuiltModule) -> None:
+                lm = guest_modules.insmod(g, module, xen.cfg.timeouts.command_s)
+                timeline.note(f"loaded {module.name} ({lm.load_s:.1f}s), build id {lm.loaded_build_id[:12]} matches")
                 loaded.append(lm)
-            if any(m.role == "blkfront" for m in built) and scenario.guest.disks:
-                connect_s = guest_modules.wait_disks(g, [d.vdev for d in scenario.guest.disks],
-                                                     xen.cfg.timeouts.guest_boot_s, "load guest modules")
-                info["blkfront_connect_s"] = round(connect_s, 2)
+
+            if "exerciser" in by_role:
+                load(by_role["exerciser"])
+            if capture and "tracer" in by_role:
+                session = CaptureSession(xen, g, scenario, run_dir)
+                lm = session.arm(by_role["tracer"], by_role.get("blkfront"))
+                timeline.note(f"tracer armed: {by_role['tracer'].insmod_args()}")
+                loaded.append(lm)
+            if "blkfront" in by_role:
+                load(by_role["blkfront"])
+                if scenario.guest.disks:
+                    connect_s = guest_modules.wait_disks(g, [d.vdev for d in scenario.guest.disks],
+                                                         xen.cfg.timeouts.guest_boot_s, "load guest modules")
+                    info["blkfront_connect_s"] = round(connect_s, 2)
             info["modules"] = [{**lm.module.to_dict(), "load_s": round(lm.load_s, 2),
                                 "loaded_build_id": lm.loaded_build_id,
                                 "running_params": guest_modules.read_params(g, lm.module.name)} for lm in loaded]
-        yield g
+        yield g, session
 
 
-def scenario_timeout(xen: XenHost) -> float:
-    return xen.cfg.timeouts.command_s
+def judge_capture(session: CaptureSession, steps: StepRunner | None, timeline: Timeline,
+                  info: dict) -> list[CheckResult]:
+    """Write the trace, replay it through the model, judge every step."""
+    with timeline.stage("check trace"):
+        path = session.finish()
+        header, events = session.assembly.parsed(str(path))
+        verdict, expectations = stepwise.judge(header, events, name=path.name)
+        info["trace"] = {"path": path.name, "events": len(events), "tracer_stats": session.stats,
+                         "kinds": verdict.kinds}
+        full = verdict.to_dict()
+        # The time series and the ledger are for the HTML report; keep report.json lean.
+        (session.run_dir / "model-state.json").write_text(json.dumps(
+            {"series": full.pop("series", None), "ledger": full.pop("ledger", None)}, default=str))
+        info["verdict"] = full
+        results = steps.judge(expectations, verdict.divergence) if steps else []
+        if verdict.outcome == "PASS":
+            results.append(CheckResult("trace.model", PASS, f"the model accepts all {len(events)} events of the trace",
+                                       f"kinds: {dict(sorted(verdict.kinds.items()))}" if verdict.kinds else ""))
+        elif verdict.divergence is not None:
+            d = verdict.divergence
+            results.append(CheckResult("trace.model", FAIL, f"first divergence at seq {d.seq}: {d.rule}: {d.message}",
+                                       json.dumps({"event": d.event, "state": d.state, "before": d.before}, indent=1,
+                                                  default=str),
+                                       expected=str(d.expected), actual=str(d.actual), extra={"rule": d.rule}))
+        else:
+            results.append(CheckResult("trace.model", ERROR, verdict.error or "the model could not judge the trace"))
+    return results
 
 
 def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | None = None,
@@ -108,10 +159,21 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
         info["modules"] = [m.to_dict() for m in built_modules]
         with stack.xen_host(host_cfg, timeline, run_dir, built=built_images, console=console, info=info) as xen:
             try:
-                with guest_with_modules(xen, scenario, built_modules, timeline, run_dir, info) as g:
+                with guest_with_modules(xen, scenario, built_modules, timeline, run_dir, info,
+                                        capture=scenario.capture) as (g, session):
+                    note = lambda r: timeline.note(f"{r.outcome} {r.id}: {r.message}")  # noqa: E731
                     with timeline.stage("checks"):
-                        results = smoke.run(xen, g, scenario,
-                                            on_result=lambda r: timeline.note(f"{r.outcome} {r.id}: {r.message}"))
+                        results = smoke.run(xen, g, scenario, on_result=note)
+                    if session is not None:
+                        steps = None
+                        if scenario.steps:
+                            steps = StepRunner(session)
+                            with timeline.stage("steps"):
+                                steps.run(scenario.steps, on_record=lambda r: timeline.note(
+                                    f"{r.label}: {'ERROR ' + r.error if r.error else _brief(r.result)}"))
+                        for r in judge_capture(session, steps, timeline, info):
+                            note(r)
+                            results.append(r)
             finally:
                 collect_xen_logs(xen, run_dir)
     except XenrigError as exc:

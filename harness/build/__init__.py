@@ -22,12 +22,16 @@ from harness.images.recipes import tree_parts
 from harness.stages import Timeline
 
 BLKFRONT_FILE = "drivers/block/xen-blkfront.c"
-EXERCISER_DIR = paths.repo_root() / "guest-kernel" / "xenrig_gnttab"
+# Our own modules: role -> (source folder, kernel module name)
+OWN_MODULES = {
+    "exerciser": (paths.repo_root() / "guest-kernel" / "xenrig_gnttab", "xenrig_gnttab"),
+    "tracer": (paths.repo_root() / "guest-kernel" / "xenrig_trace", "xenrig_trace"),
+}
 
 
 @dataclass
 class BuiltModule:
-    role: str                 # blkfront | exerciser
+    role: str                 # blkfront | exerciser | tracer
     name: str                 # as the kernel calls it (/sys/module/<name>)
     ko: Path
     build_id: str
@@ -88,14 +92,15 @@ def _build_one(role: str, spec: ModuleSpec, store: Store, guest_meta: dict, log:
         parts = [("source", src_file.read_bytes())]
         kbuild_text, modname, ko_name = "obj-m := xen-blkfront.o\n", "xen_blkfront", "xen-blkfront.ko"
     else:
-        src = EXERCISER_DIR if spec.source in ("default", "builtin") else Path(spec.source).expanduser()
+        default_dir, modname = OWN_MODULES[role]
+        src = default_dir if spec.source in ("default", "builtin") else Path(spec.source).expanduser()
         if not (src / "Kbuild").is_file():
-            raise ConfigError(f"modules.exerciser.source: {src} has no Kbuild file")
-        desc = {"kind": "builtin" if src == EXERCISER_DIR else "folder", "path": str(src)}
-        parts = tree_parts(src, "exerciser")
+            raise ConfigError(f"modules.{role}.source: {src} has no Kbuild file")
+        desc = {"kind": "builtin" if src == default_dir else "folder", "path": str(src)}
+        parts = tree_parts(src, role)
         parts = [(n, d) for n, d in parts if n.endswith((".c", ".h", "Kbuild"))]
         desc["sha256"] = key_of(parts)
-        kbuild_text, modname, ko_name = None, "xenrig_gnttab", "xenrig_gnttab.ko"
+        kbuild_text, ko_name = None, f"{modname}.ko"
     patch_desc = [{"name": str(p), "sha256": sha256_file(p)} for p in spec.patches]
     key = module_key(parts, spec.patches, kver, headers_version, kbuild_text or "")
 
@@ -129,14 +134,16 @@ def _build_one(role: str, spec: ModuleSpec, store: Store, guest_meta: dict, log:
                        reused=art.reused, build_s=art.meta.get("build_s", 0.0))
 
 
-def ensure(cfg: ModulesConfig, guest_meta: dict, timeline: Timeline, log_dir: Path) -> list[BuiltModule]:
+def ensure(cfg: ModulesConfig, guest_meta: dict, timeline: Timeline, log_dir: Path,
+           capture: bool = False) -> list[BuiltModule]:
+    """Build (or reuse) the scenario's modules; the tracer only when it captures."""
     store = Store(paths.cache_dir())
     log_dir.mkdir(parents=True, exist_ok=True)
     built = []
     with timeline.stage("build guest modules"):
-        for role in ("blkfront", "exerciser"):
+        for role in ("blkfront", "exerciser", "tracer"):
             spec: ModuleSpec = getattr(cfg, role)
-            if not spec.enabled:
+            if not spec.enabled or (role == "tracer" and not capture):
                 continue
             m = _build_one(role, spec, store, guest_meta, log_dir / f"build-{role}.log")
             timeline.note(f"{role}: {m.name} build id {m.build_id[:12]} "

@@ -9,8 +9,9 @@ of the trace but their results are returned to the caller.
 from __future__ import annotations
 
 import json
+import time
 
-from harness.errors import InfraError
+from harness.errors import InfraError, StageTimeout
 from harness.host import XenHost
 from harness.host.xen_host import AGENT_DIR
 
@@ -58,3 +59,53 @@ def to_event(result: dict) -> dict | None:
 
 def to_events(results: list[dict]) -> list[dict]:
     return [e for e in (to_event(r) for r in results) if e is not None]
+
+
+class AgentSession:
+    """One gntagent process for a whole scenario, so mappings made by one
+    step are still held at a later step (and at a Xen dump); at close the
+    agent unmaps what it still holds and those unmaps are returned too."""
+
+    def __init__(self, xen: XenHost, timeout_s: float = 1800):
+        self.chan = xen.ssh.stream(f"python3 {AGENT_DIR}/gntagent.py", timeout_s)
+        self._buf = b""
+
+    def _line(self, timeout_s: float) -> str | None:
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buf:
+            if self.chan.recv_ready():
+                self._buf += self.chan.recv(65536)
+                continue
+            if self.chan.exit_status_ready() and not self.chan.recv_ready():
+                return None
+            if time.monotonic() > deadline:
+                raise StageTimeout(f"the dom0 grant agent gave no answer within {timeout_s:.0f}s")
+            time.sleep(0.005)
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+    def call(self, op: dict, timeout_s: float = 60) -> dict:
+        self.chan.sendall((json.dumps(op) + "\n").encode())
+        line = self._line(timeout_s)
+        if line is None:
+            err = self.chan.recv_stderr(65536).decode(errors="replace") if self.chan.recv_stderr_ready() else ""
+            raise InfraError(f"the dom0 grant agent exited unexpectedly: {err.strip()[-400:]}")
+        result = json.loads(line)
+        if "error" in result:
+            raise InfraError(f"the dom0 grant agent failed on {op}: {result['error']}")
+        return result
+
+    def close(self, timeout_s: float = 60) -> list[dict]:
+        """End the agent; return the clean-up results it printed."""
+        out = []
+        try:
+            self.chan.shutdown_write()
+            while True:
+                line = self._line(timeout_s)
+                if line is None:
+                    break
+                if line.strip():
+                    out.append(json.loads(line))
+        finally:
+            self.chan.close()
+        return out

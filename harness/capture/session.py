@@ -46,7 +46,8 @@ class TraceAssembly:
         out = [json.dumps(self.header, separators=(",", ":"))]
         for ev in self.events:
             rec = {k: ev[k] for k in ordered}
-            rec.update((k, v) for k, v in ev.items() if k not in rec)
+            # Keys starting with "_" are the capture's own bookkeeping.
+            rec.update((k, v) for k, v in ev.items() if k not in rec and not k.startswith("_"))
             out.append(json.dumps(rec, separators=(",", ":")))
         return out
 

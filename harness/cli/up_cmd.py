@@ -37,7 +37,7 @@ def handle(args) -> int:
         try:
             guest_name = None
             if not args.no_guest:
-                with runner.guest_with_modules(xen, scenario, built_modules, timeline, run_dir, {}, keep=True) as g:
+                with runner.guest_with_modules(xen, scenario, built_modules, timeline, run_dir, {}, keep=True) as (g, _):
                     guest_name = g.name
             record = stackfile.StackRecord(
                 domain=machine.name, libvirt_uri=host_cfg.libvirt_uri, embed_root=str(state / "libvirt"),

@@ -8,6 +8,7 @@ every key and value, so a bad file gets one paragraph a person can act on.
 from __future__ import annotations
 
 import dataclasses
+import os
 import difflib
 import types
 import typing
@@ -149,5 +150,5 @@ def _convert(tp: Any, node: yaml.Node, ctx: _Ctx, key: str, f: dataclasses.Field
         if not isinstance(value, str):
             raise ctx.fail(node, key, f"expected a path, got {_describe(node)}")
         p = Path(value).expanduser()
-        return p if p.is_absolute() else (ctx.path.parent / p)
+        return p if p.is_absolute() else Path(os.path.normpath(ctx.path.parent / p))
     raise TypeError(f"config loader: unsupported type {tp!r} for {key}")

@@ -118,10 +118,45 @@ class ModuleSpec:
 
 @dataclass
 class ModulesConfig:
-    """The frontends under test, built from source (defaults: unmodified)."""
+    """The frontends under test, built from source (defaults: unmodified),
+    and our capture module (loaded only when the scenario captures)."""
 
     blkfront: ModuleSpec = field(default_factory=ModuleSpec)
     exerciser: ModuleSpec = field(default_factory=ModuleSpec)
+    tracer: ModuleSpec = field(default_factory=ModuleSpec)
+
+
+@dataclass
+class Step:
+    """One step of a scenario, run in order after the guest is up.
+
+    Exactly one of: `guest` (a command line for the grant-table exerciser,
+    docs/exerciser.md), `shell` (a shell command in the guest), `dom0` (a
+    GNTTABOP for dom0's grant agent: op plus its inputs), `dump: true` (a
+    quiet point: Xen's grant dump goes into the trace).  Values may name an
+    earlier step's result as "@ID.field"; "guest" in dom0 inputs means the
+    guest's domain id.  `expect` lists result fields and the values they
+    must have (GNTST names such as okay or bad_gntref are allowed for
+    status); without it, dom0 and hypercall steps are judged by the model.
+    """
+
+    name: str = ""
+    id: str | None = None
+    guest: str | None = None
+    shell: str | None = None
+    dom0: dict[str, str] | None = None
+    dump: bool = False
+    expect: dict[str, str] = field(default_factory=dict)
+    timeout_s: int = field(default=120, metadata=_rng(1, 3600))
+
+    def validate(self):
+        given = [k for k in ("guest", "shell", "dom0") if getattr(self, k) is not None] + (["dump"] if self.dump else [])
+        if len(given) != 1:
+            return "name", ("a step needs exactly one of guest, shell, dom0, dump; "
+                            f"this one has {', '.join(given) or 'none'}")
+        if self.dom0 is not None and "op" not in self.dom0:
+            return "dom0", "needs an 'op' (query_size, setup_table, map, unmap, copy, transfer, set_version, get_version, gntalloc, read_grant)"
+        return None
 
 
 # The smoke checks a scenario may name (harness/checks/smoke.py); a name
@@ -141,10 +176,19 @@ class Scenario:
     guest: GuestConfig = field(default_factory=GuestConfig)
     modules: ModulesConfig = field(default_factory=ModulesConfig)
     checks: list[str] = field(default_factory=list)
+    # capture: trace the frontends (xenrig_trace), dom0's grant operations
+    # and Xen's dumps, and check the trace with the model.
+    capture: bool = False
+    steps: list[Step] = field(default_factory=list)
     io_mib: int = field(default=4, metadata=_rng(1, 4096))
     description: str = ""
 
     def validate(self):
+        ids = [st.id for st in self.steps if st.id]
+        if len(set(ids)) != len(ids):
+            return "steps", f"two steps share an id: {sorted(i for i in ids if ids.count(i) > 1)[0]}"
+        if self.steps and not self.capture:
+            return "steps", "steps are judged on the captured trace: set 'capture: true'"
         for name in self.checks:
             if name.split("[")[0] not in SMOKE_CHECKS:
                 return "checks", f"names an unknown check '{name}' (known: {', '.join(SMOKE_CHECKS)})"

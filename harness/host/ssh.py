@@ -143,6 +143,18 @@ class SshSession:
             raise InfraError(f"{self.label}: {what or repr(_short(command))} failed with status {status}{timed}: " + "\n".join(detail))
         return res
 
+    def stream(self, command: str, timeout_s: float) -> "paramiko.Channel":
+        """Start `command` with its stdin/stdout as a channel the caller
+        talks to line by line (a long-lived agent); killed by timeout(1)
+        in dom0 after `timeout_s` whatever happens to us."""
+        wrapped = f"timeout -k 5 {max(1, int(timeout_s))} sh -c {shlex.quote(command)}"
+        try:
+            chan = self.client.get_transport().open_session(timeout=30)
+            chan.exec_command(wrapped)
+        except (paramiko.SSHException, socket.error, EOFError) as exc:
+            raise InfraError(f"{self.label}: could not start '{_short(command)}': {exc}") from None
+        return chan
+
     # -- files ------------------------------------------------------------
     @property
     def sftp(self) -> paramiko.SFTPClient:

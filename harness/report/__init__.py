@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.checks.result import CheckResult
-from harness.report import junit
+from harness.report import html, junit
 from harness.stages import StageRecord
 
 
@@ -55,5 +55,8 @@ def write(report: RunReport) -> Path:
     stage_times = {s.name: s.duration_s for s in report.stages}
     junit.write(d / "junit.xml", report.scenario, report.checks, stage_times)
     (d / "summary.txt").write_text(summary_text(report))
-    (d / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    data = report.to_dict()
+    data["artifacts"] = sorted(set(data["artifacts"]) | {"report.html"})
+    (d / "report.json").write_text(json.dumps(data, indent=1, default=str))
+    html.write(data, d)
     return d / "report.json"

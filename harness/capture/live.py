@@ -1,0 +1,184 @@
+"""A capture session on a running stack: arms the tracer in the guest before
+blkfront loads, drains the guest's records between steps, runs dom0's grant
+operations through one long-lived agent, takes Xen's dumps at quiet points,
+and writes one trace (schema v1) that the model then replays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from pathlib import Path
+
+from harness.build import BuiltModule
+from harness.capture import dom0_agent, exerciser_log, xen_dump
+from harness.capture.session import TraceAssembly
+from harness.checks import parsers
+from harness.config import Scenario
+from harness.errors import InfraError, XenrigError
+from harness.guest import HvmGuest
+from harness.guest import modules as guest_modules
+from harness.host import XenHost
+
+TRACE_DIR = "/sys/kernel/debug/xenrig_trace"
+EXERCISER_DIR = "/sys/kernel/debug/xenrig_gnttab"
+DEFAULT_MAX_GRANT_FRAMES = 64   # xl's default max_grant_frames for a domU (Xen 4.17)
+
+
+def _backend_kind(scenario: Scenario) -> str:
+    kinds = {d.backend for d in scenario.guest.disks}
+    if kinds == {"phy"}:
+        return "blkback"
+    if kinds == {"qdisk"}:
+        return "qdisk"
+    # Mixed: the model then infers only whether a mapping is writable.
+    return "qdisk" if kinds else "none"
+
+
+class CaptureSession:
+    def __init__(self, xen: XenHost, guest: HvmGuest, scenario: Scenario, run_dir: Path):
+        self.xen, self.guest, self.scenario, self.run_dir = xen, guest, scenario, run_dir
+        max_frames = scenario.guest.max_grant_frames or DEFAULT_MAX_GRANT_FRAMES
+        self.assembly = TraceAssembly(
+            policy="linux-6.1", backend=_backend_kind(scenario), guest=guest.domid, backend_dom=0,
+            max_grant_frames=max_frames,
+            domains=[{"domid": guest.domid, "type": "hvm", "max_grant_frames": max_frames}],
+            note="captured by xenrig: tracer kprobes in the guest, gntagent in dom0, xl debug-keys g")
+        self.agent: dom0_agent.AgentSession | None = None
+        self.exerciser_seq = -1
+        self.ring_names: dict[int, str] = {}
+        self.rings_announced: set[str] = set()
+        self.stats: dict = {}
+        self.guest_lines = 0
+        self.exerciser_events: dict[int, int] = {}   # exerciser log seq -> trace seq
+
+    # -- arming --------------------------------------------------------------
+    def tracer_params(self, blkfront: BuiltModule | None) -> dict[str, str]:
+        from harness.capture import layout
+
+        params: dict[str, str] = {}
+        if blkfront is not None:
+            for key, value in layout.blkfront_offsets(blkfront.ko).items():
+                params[f"off_{key}"] = str(value)
+        res = self.guest.run("grep -E ' gnttab_free_callback_list$' /proc/kallsyms", timeout_s=30)
+        m = re.match(r"([0-9a-f]{16}) ", res.stdout)
+        if m and int(m.group(1), 16):
+            params["sym_free_callback_list"] = f"0x{m.group(1)}"
+        return params
+
+    def arm(self, tracer: BuiltModule, blkfront: BuiltModule | None) -> guest_modules.LoadedModule:
+        tracer.params = {**self.tracer_params(blkfront), **tracer.params}
+        loaded = guest_modules.insmod(self.guest, tracer, self.xen.cfg.timeouts.command_s)
+        self.guest.run(f"echo start > {TRACE_DIR}/ctl", check=True, timeout_s=30, what="starting the tracer")
+        return loaded
+
+    # -- guest ---------------------------------------------------------------
+    def _learn_rings(self) -> None:
+        """ring-ref -> 'xvdX/0' from the guest's xenstore (read in dom0)."""
+        for disk in self.scenario.guest.disks:
+            devid = parsers.vdev_number(disk.vdev)
+            base = f"/local/domain/{self.guest.domid}/device/vbd/{devid}"
+            res = self.xen.run(f"xenstore-read {base}/ring-ref {base}/backend", timeout_s=30)
+            lines = res.stdout.split()
+            if res.ok and len(lines) == 2 and lines[0].isdigit():
+                gref, backend = int(lines[0]), lines[1]
+                self.ring_names[gref] = f"{disk.vdev}/0"
+                self._ring_backend_paths = getattr(self, "_ring_backend_paths", {})
+                self._ring_backend_paths[f"{disk.vdev}/0"] = (base, backend, gref)
+
+    def _connect_facts(self, ring: str) -> dict:
+        base, backend, _gref = self._ring_backend_paths[ring]
+        res = self.xen.run(f"xenstore-read {base}/feature-persistent {backend}/feature-persistent 2>/dev/null; "
+                           f"echo --; xenstore-read {backend}/feature-max-indirect-segments 2>/dev/null", timeout_s=30)
+        persist, _, indirect = res.stdout.partition("--")
+        flags = persist.split()
+        return {"persistent": len(flags) == 2 and flags == ["1", "1"],
+                "max_indirect": int(indirect.strip()) if indirect.strip().isdigit() else 0}
+
+    def _synthesize_rings(self, batch: list[dict]) -> list[dict]:
+        """Insert ring.setup after the grant of each ring page and
+        blkif.connect before the ring's first request (facts from xenstore)."""
+        out = []
+        for ev in batch:
+            ring = ev.get("ring")
+            if ev["kind"] == "blkif.req" and ring not in self.rings_announced and ring in getattr(self, "_ring_backend_paths", {}):
+                _, _, gref = self._ring_backend_paths[ring]
+                out.append({"t_ns": ev["t_ns"], "dom": ev["dom"], "src": "guest", "kind": "ring.setup", "ring": ring,
+                            "grefs": [gref], "backend": 0, "nr_ents": 32, "start": 0})
+                out.append({"t_ns": ev["t_ns"], "dom": ev["dom"], "src": "guest", "kind": "blkif.connect", "ring": ring,
+                            **self._connect_facts(ring)})
+                self.rings_announced.add(ring)
+            out.append(ev)
+        return out
+
+    def drain(self) -> int:
+        """Move what the guest recorded since the last drain into the trace."""
+        from harness.capture import guest_trace
+
+        if not self.ring_names:
+            self._learn_rings()
+        res = self.guest.run(f"cat {TRACE_DIR}/trace; echo '=====xr'; cat {EXERCISER_DIR}/log 2>/dev/null",
+                             timeout_s=120)
+        trace_text, _, exer_text = res.stdout.partition("=====xr\n")
+        lines = [ln for ln in trace_text.splitlines() if ln.strip()]
+        self.guest_lines += len(lines)
+        batch = guest_trace.parse_guest_lines(lines, self.guest.domid, self.ring_names)
+        for line in exerciser_log.parse(exer_text):
+            if line["seq"] > self.exerciser_seq:
+                self.exerciser_seq = line["seq"]
+                batch += [{**ev, "_exseq": line["seq"]} for ev in exerciser_log.to_events(line, self.guest.domid)]
+        batch.sort(key=lambda e: e["t_ns"])
+        for ev in self.assembly.add(self._synthesize_rings(batch)):
+            if "_exseq" in ev:
+                self.exerciser_events.setdefault(ev["_exseq"], ev["seq"])
+        return len(batch)
+
+    # -- dom0 ----------------------------------------------------------------
+    def dom0(self, op: dict) -> dict:
+        self.drain()
+        if self.agent is None:
+            self.agent = dom0_agent.AgentSession(self.xen)
+        result = self.agent.call(op)
+        placed = self.assembly.add(dom0_agent.to_events([result]))
+        result["_seq"] = placed[0]["seq"] if placed else None
+        return result
+
+    # -- Xen -----------------------------------------------------------------
+    def dump(self) -> dict:
+        """A quiet point: Xen's grant dump of the guest into the trace."""
+        self.drain()
+        self.xen.run("xl dmesg -c > /dev/null; xl debug-keys g", check=True, timeout_s=30, what="asking Xen for its grant dump")
+        text = ""
+        for _ in range(20):   # the dump is printed asynchronously by Xen's console
+            text = self.xen.dmesg()
+            if "gnttab_usage_print_all ] done" in text:
+                break
+            time.sleep(0.2)
+        dump = xen_dump.last_dump(text)
+        with open(self.run_dir / "xen-grant-dumps.txt", "a") as fh:
+            fh.write(dump + "\n")
+        events = xen_dump.events(dump, [self.guest.domid], t_ns=time.monotonic_ns())
+        placed = self.assembly.add(events)
+        return {"seq": placed[0]["seq"], **events[0]}
+
+    # -- end -----------------------------------------------------------------
+    def finish(self) -> Path:
+        """Close the agent (its clean-up unmaps are recorded), check the
+        tracer lost nothing, write the trace."""
+        with contextlib.suppress(XenrigError):
+            self.drain()
+        if self.agent is not None:
+            cleanup = self.agent.close()
+            self.assembly.add(dom0_agent.to_events(cleanup))
+            self.agent = None
+        stats = self.guest.run(f"cat {TRACE_DIR}/stats", timeout_s=30).stdout
+        self.stats = dict(line.split("=", 1) if "=" in line else line.split(":", 1)
+                          for line in stats.splitlines() if ("=" in line or ":" in line))
+        self.stats = {k.strip(): v.strip() for k, v in self.stats.items()}
+        path = self.assembly.write(self.run_dir / "trace.jsonl")
+        dropped = self.stats.get("dropped", "0")
+        if dropped not in ("0", ""):
+            raise InfraError(f"the tracer dropped {dropped} records: the trace is incomplete and cannot be judged",
+                             log=str(path), hint="Raise the tracer's buffer (modules.tracer.params)")
+        return path

@@ -1,0 +1,186 @@
+"""Scenario steps: exerciser commands in the guest, shell commands in the
+guest, GNTTABOPs from dom0, Xen dumps at quiet points, run in order on a
+capture session, each reported as its own test case.
+
+A step passes when every field in its `expect` has the value given there,
+and, for a GNTTABOP, when Xen's answer is what the model predicts for that
+state (the model's judgement comes after the run, from the whole trace).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+
+from harness.capture.live import EXERCISER_DIR, CaptureSession
+from harness.checks.result import ERROR, FAIL, PASS, SKIP, CheckResult
+from harness.config import Step
+from harness.errors import UsageError, XenrigError
+from harness.model.constants import GNTST_NAMES
+
+_GNTST_BY_NAME = {name: value for value, name in GNTST_NAMES.items()}
+_REF = re.compile(r"@([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)")
+
+
+@dataclass
+class StepRecord:
+    index: int
+    step: Step
+    label: str
+    result: dict = field(default_factory=dict)
+    seq: int | None = None            # trace seq of the step's GNTTABOP event, if any
+    op: str | None = None
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+def _label(i: int, step: Step) -> str:
+    what = (f"guest {step.guest}" if step.guest is not None else f"shell {step.shell}" if step.shell is not None
+            else f"dom0 {step.dom0.get('op')}" if step.dom0 is not None else "xen dump")
+    return f"step{i:02d} {step.name or what}"
+
+
+class StepRunner:
+    def __init__(self, capture: CaptureSession):
+        self.capture = capture
+        self.saved: dict[str, dict] = {}
+        self.records: list[StepRecord] = []
+
+    # -- value resolution ----------------------------------------------------
+    def _resolve(self, text: str, where: str) -> str:
+        def sub(m: re.Match) -> str:
+            sid, fld = m.group(1), m.group(2)
+            if sid not in self.saved or fld not in self.saved[sid]:
+                raise UsageError(f"{where}: '@{sid}.{fld}' names no field of an earlier step's result",
+                                 hint=f"Known results: {', '.join(sorted(self.saved)) or 'none yet'}")
+            return str(self.saved[sid][fld])
+        return _REF.sub(sub, text)
+
+    def _value(self, text: str, where: str):
+        text = self._resolve(str(text), where)
+        if text == "guest":
+            return self.capture.guest.domid
+        if text in _GNTST_BY_NAME:
+            return _GNTST_BY_NAME[text]
+        try:
+            return int(text, 0)
+        except ValueError:
+            lowered = text.lower()
+            if lowered in ("true", "false"):
+                return lowered == "true"
+            return text
+
+    # -- running -------------------------------------------------------------
+    def run(self, steps: list[Step], on_record=None) -> list[StepRecord]:
+        for i, step in enumerate(steps, start=1):
+            rec = StepRecord(i, step, _label(i, step))
+            started = time.monotonic()
+            try:
+                self._run_one(step, rec)
+            except XenrigError as exc:
+                rec.error = exc.paragraph()
+            rec.duration_s = round(time.monotonic() - started, 3)
+            if step.id:
+                self.saved[step.id] = rec.result
+            self.records.append(rec)
+            if on_record:
+                on_record(rec)
+            if rec.error:
+                break   # later steps depend on this one's state: stop here
+        return self.records
+
+    def _run_one(self, step: Step, rec: StepRecord) -> None:
+        cap = self.capture
+        where = rec.label
+        if step.guest is not None:
+            line = self._resolve(step.guest, where)
+            res = cap.guest.run(f"echo {shlex.quote(line)} > {EXERCISER_DIR}/ctl; cat {EXERCISER_DIR}/ctl",
+                                timeout_s=step.timeout_s)
+            last = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+            try:
+                rec.result = json.loads(last)
+            except ValueError:
+                raise UsageError(f"{where}: the exerciser did not answer '{line}' with a log line (got {last[:200]!r})")
+            rec.op = rec.result.get("op")
+        elif step.shell is not None:
+            res = cap.guest.run(self._resolve(step.shell, where), timeout_s=step.timeout_s)
+            rec.result = {"exit": res.exit_status, "output": res.stdout[-2000:]}
+        elif step.dom0 is not None:
+            op = {k: self._value(v, where) for k, v in step.dom0.items()}
+            if op.get("op") in ("query_size", "setup_table", "map", "transfer", "get_version", "read_grant"):
+                op.setdefault("rdom", cap.guest.domid)
+            rec.result = cap.dom0(op)
+            rec.seq = rec.result.pop("_seq", None)
+            rec.op = op["op"]
+        else:
+            dumped = cap.dump()
+            rec.result = {"entries": len(dumped["entries"]), "nr_frames": dumped["nr_frames"],
+                          "max_frames": dumped["max_frames"]}
+            rec.seq = dumped["seq"]
+        if step.guest is not None and rec.result.get("op") in ("query_size", "setup_table", "get_version", "set_version"):
+            # The hypercall event is drained from the exerciser's log later;
+            # find its seq then (see judge()).
+            rec.result["_exerciser_seq"] = rec.result.get("seq")
+
+    # -- judging ---------------------------------------------------------------
+    def judge(self, expectations: dict, divergence) -> list[CheckResult]:
+        """One CheckResult per step: explicit expectations first, then the
+        model's prediction for GNTTABOPs; a step after the model's first
+        divergence has no model judgement."""
+        out = []
+        div_seq = divergence.seq if divergence is not None else None
+        exer_seq_to_trace = self._exerciser_seqs()
+        for rec in self.records:
+            cid = rec.label
+            if rec.error:
+                out.append(CheckResult(cid, ERROR, rec.error, duration_s=rec.duration_s))
+                continue
+            seq = rec.seq if rec.seq is not None else exer_seq_to_trace.get(rec.result.get("_exerciser_seq"))
+            evidence = json.dumps({k: v for k, v in rec.result.items() if not k.startswith("_")}, sort_keys=True)
+            problems = []
+            for key, want in rec.step.expect.items():
+                want_v = self._value(want, cid)
+                got = rec.result.get(key)
+                if got != want_v:
+                    problems.append((key, want, want_v, got))
+            rule = f"gnttab.{rec.op}.status" if rec.op and rec.op in ("query_size", "setup_table", "map", "unmap", "copy", "transfer") else None
+            if problems:
+                key, want, want_v, got = problems[0]
+                name = f" ({GNTST_NAMES.get(got, got)})" if key == "status" and isinstance(got, int) else ""
+                msg = f"expected {key} = {want}, got {got}{name}"
+                if rule and key == "status":
+                    msg = f"rule {rule}: the scenario expected {want}, Xen answered {GNTST_NAMES.get(got, got)}"
+                out.append(CheckResult(cid, FAIL, msg, evidence, rec.duration_s, expected=f"{key}={want_v}",
+                                       actual=f"{key}={got}", extra={"rule": rule, "seq": seq}))
+                continue
+            if seq is not None and div_seq is not None and seq == div_seq:
+                out.append(CheckResult(cid, FAIL, f"the model diverges here: {divergence.rule}: {divergence.message}",
+                                       evidence, rec.duration_s, expected=str(divergence.expected),
+                                       actual=str(divergence.actual), extra={"rule": divergence.rule, "seq": seq}))
+                continue
+            exp = expectations.get(seq) if seq is not None else None
+            actual = rec.result.get("status", rec.result.get("rc"))
+            if seq is not None and div_seq is not None and seq > div_seq:
+                out.append(CheckResult(cid, SKIP, "after the model's first divergence: not judged", evidence, rec.duration_s))
+            elif exp is not None:
+                expected = "any (the model cannot see what decides it)" if exp.value is None else _status_text(exp.value)
+                out.append(CheckResult(cid, PASS, f"Xen answered {_status_text(actual)}; the model expected {expected}: {exp.why}",
+                                       evidence, rec.duration_s, expected=expected, actual=_status_text(actual),
+                                       extra={"seq": seq}))
+            else:
+                out.append(CheckResult(cid, PASS, "done" + (f"; expectations met: {', '.join(rec.step.expect)}" if rec.step.expect else ""),
+                                       evidence, rec.duration_s, extra={"seq": seq}))
+        return out
+
+    def _exerciser_seqs(self) -> dict[int, int]:
+        """exerciser log seq -> trace seq of the hypercall event it produced."""
+        return dict(self.capture.exerciser_events)
+
+
+def _status_text(value) -> str:
+    if isinstance(value, int) and value in GNTST_NAMES:
+        return f"{GNTST_NAMES[value]} ({value})"
+    return str(value)
