@@ -38,6 +38,7 @@ def _backend_kind(scenario: Scenario) -> str:
 
 class CaptureSession:
     def __init__(self, xen: XenHost, guest: HvmGuest, scenario: Scenario, run_dir: Path):
+        self.armed = False
         self.xen, self.guest, self.scenario, self.run_dir = xen, guest, scenario, run_dir
         max_frames = scenario.guest.max_grant_frames or DEFAULT_MAX_GRANT_FRAMES
         self.assembly = TraceAssembly(
@@ -71,6 +72,7 @@ class CaptureSession:
         tracer.params = {**self.tracer_params(blkfront), **tracer.params}
         loaded = guest_modules.insmod(self.guest, tracer, self.xen.cfg.timeouts.command_s)
         self.guest.run(f"echo start > {TRACE_DIR}/ctl", check=True, timeout_s=30, what="starting the tracer")
+        self.armed = True
         return loaded
 
     # -- guest ---------------------------------------------------------------
@@ -118,8 +120,8 @@ class CaptureSession:
 
         if not self.ring_names:
             self._learn_rings()
-        res = self.guest.run(f"cat {TRACE_DIR}/trace; echo '=====xr'; cat {EXERCISER_DIR}/log 2>/dev/null",
-                             timeout_s=120)
+        trace_cmd = f"cat {TRACE_DIR}/trace; " if self.armed else ""
+        res = self.guest.run(f"{trace_cmd}echo '=====xr'; cat {EXERCISER_DIR}/log 2>/dev/null", timeout_s=120)
         trace_text, _, exer_text = res.stdout.partition("=====xr\n")
         lines = [ln for ln in trace_text.splitlines() if ln.strip()]
         self.guest_lines += len(lines)
@@ -172,7 +174,7 @@ class CaptureSession:
             cleanup = self.agent.close()
             self.assembly.add(dom0_agent.to_events(cleanup))
             self.agent = None
-        stats = self.guest.run(f"cat {TRACE_DIR}/stats", timeout_s=30).stdout
+        stats = self.guest.run(f"cat {TRACE_DIR}/stats", timeout_s=30).stdout if self.armed else ""
         self.stats = dict(line.split("=", 1) if "=" in line else line.split(":", 1)
                           for line in stats.splitlines() if ("=" in line or ":" in line))
         self.stats = {k.strip(): v.strip() for k, v in self.stats.items()}

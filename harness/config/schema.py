@@ -137,7 +137,8 @@ class Step:
     earlier step's result as "@ID.field"; "guest" in dom0 inputs means the
     guest's domain id.  `expect` lists result fields and the values they
     must have (GNTST names such as okay or bad_gntref are allowed for
-    status); without it, dom0 and hypercall steps are judged by the model.
+    status); with `capture: true`, dom0 and hypercall steps are also judged
+    by the model.
     """
 
     name: str = ""
@@ -187,8 +188,8 @@ class Scenario:
         ids = [st.id for st in self.steps if st.id]
         if len(set(ids)) != len(ids):
             return "steps", f"two steps share an id: {sorted(i for i in ids if ids.count(i) > 1)[0]}"
-        if self.steps and not self.capture:
-            return "steps", "steps are judged on the captured trace: set 'capture: true'"
+        if not self.capture and any(st.dump for st in self.steps):
+            return "steps", "a dump step feeds the captured trace: set 'capture: true'"
         for name in self.checks:
             if name.split("[")[0] not in SMOKE_CHECKS:
                 return "checks", f"names an unknown check '{name}' (known: {', '.join(SMOKE_CHECKS)})"
