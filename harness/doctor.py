@@ -29,6 +29,8 @@ PACKAGES = {
     "cpio": "/usr/bin/cpio",
     "kmod": "/usr/sbin/depmod",
     "gcc": "/usr/bin/gcc",
+    "libc6-dev": "/usr/lib/x86_64-linux-gnu/libc.a",       # static workload tools for the guest
+    "patch": "/usr/bin/patch",
     "make": "/usr/bin/make",
 }
 MIN_FREE_GIB = 6

@@ -11,13 +11,15 @@ from harness import proc
 from harness.images import apt, initramfs, kmods
 from harness.images.cache import Artifact, Store, require
 from harness.images.recipes import GuestRecipe, cache_key, images_dir, load_recipe
+from harness.paths import repo_root
 
 
 def ensure(store: Store, log: Path) -> Artifact:
     recipe: GuestRecipe = load_recipe("guest", GuestRecipe)
     kernel_pkg = apt.resolve_kernel(recipe.kernel)
     versions = apt.candidate_versions([kernel_pkg, recipe.busybox])
-    key = cache_key("guest", files=[images_dir() / "guest.yaml"], trees=[images_dir() / "guest" / "files"],
+    tools = repo_root() / "guest-kernel" / "tools"
+    key = cache_key("guest", files=[images_dir() / "guest.yaml"], trees=[images_dir() / "guest" / "files", tools],
                     builder=Path(__file__), extra=versions)
 
     def build(out: Path) -> dict:
@@ -41,6 +43,12 @@ def ensure(store: Store, log: Path) -> Artifact:
             shutil.copy(moddir / rel, mods / Path(rel).name)
             order.append(Path(rel).name)
         (mods / "load.order").write_text("".join(f"{m}\n" for m in order))
+        # Workload tools of ours (guest-kernel/tools/*.c), static: the guest
+        # has no C library beyond busybox's.
+        (stage / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+        for src in sorted(tools.glob("*.c")):
+            proc.run(["gcc", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", stage / "usr" / "bin" / src.stem, src],
+                     timeout_s=300, log=log, what=f"compiling {src.name} for the guest")
 
         disk = scratch / "disk"
         disk.mkdir()
