@@ -1,0 +1,1630 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * xenrig_trace: what the guest's Xen frontends do with the grant table and
+ * the blkif rings, as JSON lines in xenrig's trace schema v1
+ * (docs/trace-schema.md, docs/capture.md).
+ *
+ * Observation only: kprobes and kretprobes on the exported grant-table API
+ * (and a few statics of drivers/xen/grant-table.c for what the API does
+ * inside), and on xen-blkfront's queue_rq and interrupt handler, whose
+ * requests and responses are read back from the shared ring page, as the
+ * backend sees them.  Every handler runs with interrupts off for a few
+ * microseconds, takes only this module's own locks, never sleeps and lets
+ * the probed function run unchanged.
+ *
+ * Output: /sys/kernel/debug/xenrig_trace/{trace,stats,ctl}.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/atomic.h>
+#include <linux/blk-mq.h>
+#include <linux/blkdev.h>
+#include <linux/debugfs.h>
+#include <linux/kallsyms.h>
+#include <linux/kernel.h>
+#include <linux/kprobes.h>
+#include <linux/ktime.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/mutex.h>
+#include <linux/percpu.h>
+#include <linux/preempt.h>
+#include <linux/sched.h>
+#include <linux/seq_file.h>
+#include <linux/spinlock.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+
+#include <xen/features.h>
+#include <xen/grant_table.h>
+#include <xen/interface/io/blkif.h>
+#include <xen/interface/io/ring.h>
+#include <xen/interface/xen.h>
+#include <xen/xen.h>
+
+#define TRACE_FORMAT_VERSION 1
+
+/* ---------------------------------------------------------------- params */
+
+/*
+ * Byte offsets inside xen-blkfront's private structs, read by the harness
+ * from the DWARF of the very xen-blkfront.ko it loads
+ * (harness/capture/layout.py).  -1: blkfront is not traced.
+ */
+static int off_ring = -1;		/* blkfront_ring_info.ring */
+static int off_ring_ref = -1;		/* blkfront_ring_info.ring_ref */
+static int off_irq = -1;		/* blkfront_ring_info.irq */
+static int off_info_rinfo = -1;		/* blkfront_info.rinfo */
+static int off_info_rinfo_size = -1;	/* blkfront_info.rinfo_size */
+module_param(off_ring, int, 0444);
+module_param(off_ring_ref, int, 0444);
+module_param(off_irq, int, 0444);
+module_param(off_info_rinfo, int, 0444);
+module_param(off_info_rinfo_size, int, 0444);
+MODULE_PARM_DESC(off_ring, "offsetof(struct blkfront_ring_info, ring) in the loaded xen-blkfront.ko");
+MODULE_PARM_DESC(off_ring_ref, "offsetof(struct blkfront_ring_info, ring_ref)");
+MODULE_PARM_DESC(off_irq, "offsetof(struct blkfront_ring_info, irq)");
+MODULE_PARM_DESC(off_info_rinfo, "offsetof(struct blkfront_info, rinfo)");
+MODULE_PARM_DESC(off_info_rinfo_size, "offsetof(struct blkfront_info, rinfo_size)");
+
+/* Address of the static gnttab_free_callback_list (/proc/kallsyms); 0: no gnt.cb_fire. */
+static unsigned long sym_free_callback_list;
+module_param(sym_free_callback_list, ulong, 0444);
+MODULE_PARM_DESC(sym_free_callback_list, "address of gnttab_free_callback_list from /proc/kallsyms (0: no gnt.cb_fire)");
+
+static unsigned int buf_mb = 16;
+module_param(buf_mb, uint, 0444);
+MODULE_PARM_DESC(buf_mb, "trace buffer size in MiB");
+
+static bool autostart = true;
+module_param(autostart, bool, 0444);
+MODULE_PARM_DESC(autostart, "trace from load on (else wait for 'start' in ctl)");
+
+/* ---------------------------------------------------------------- buffer */
+
+/*
+ * One circular byte buffer of whole lines.  Writers format a line in their
+ * CPU's scratch area (interrupts are off in every handler, so nothing else
+ * on this CPU can use it meanwhile), then copy it in under tb_lock.  The
+ * reader copies whole lines out and only then consumes them.
+ */
+#define SCRATCH_BYTES (32 * 1024)
+#define BOUNCE_BYTES (256 * 1024)
+
+static char *tb_buf;
+static u64 tb_size;
+static u64 tb_head, tb_tail;		/* bytes ever written / consumed */
+static u64 tb_events, tb_dropped, tb_drop_pending;
+static DEFINE_SPINLOCK(tb_lock);
+static char *scratch;			/* nr_cpu_ids * SCRATCH_BYTES */
+static char *bounce;			/* reader's, under read_mutex */
+static DEFINE_MUTEX(read_mutex);
+
+static bool tracing;
+static atomic64_t call_seq = ATOMIC64_INIT(0);
+static atomic64_t anomalies = ATOMIC64_INIT(0);
+static atomic64_t end_calls = ATOMIC64_INIT(0);		/* gnttab_end_foreign_access entered */
+static atomic64_t end_events = ATOMIC64_INIT(0);	/* gnt.end mode "end" written */
+
+static void tb_put(const char *p, u64 n)
+{
+	u64 at = tb_head % tb_size;
+	u64 first = min(n, tb_size - at);
+
+	memcpy(tb_buf + at, p, first);
+	if (first < n)
+		memcpy(tb_buf, p + first, n - first);
+	tb_head += n;
+}
+
+/* Append one line; on a full buffer count it, and say so once space frees. */
+static void commit(const char *p, u64 n)
+{
+	char marker[96];
+	unsigned long flags;
+	u64 m = 0;
+
+	spin_lock_irqsave(&tb_lock, flags);
+	if (tb_drop_pending)
+		m = scnprintf(marker, sizeof(marker),
+			      "{\"kind\":\"_dropped\",\"t_ns\":%llu,\"count\":%llu}\n",
+			      (unsigned long long)ktime_get_ns(),
+			      (unsigned long long)tb_drop_pending);
+	if (tb_size - (tb_head - tb_tail) < m + n) {
+		tb_dropped++;
+		tb_drop_pending++;
+	} else {
+		if (m) {
+			tb_put(marker, m);
+			tb_drop_pending = 0;
+		}
+		tb_put(p, n);
+		tb_events++;
+	}
+	spin_unlock_irqrestore(&tb_lock, flags);
+}
+
+/* ---------------------------------------------------------------- lines */
+
+struct line {
+	char *p;
+	size_t len, cap;
+	bool over;
+};
+
+static __printf(2, 3) void lp(struct line *l, const char *fmt, ...)
+{
+	va_list ap;
+	size_t room = l->cap - l->len;
+	int n;
+
+	if (l->over)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(l->p + l->len, room, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= room) {
+		l->over = true;
+		return;
+	}
+	l->len += n;
+}
+
+/*
+ * A marker line for something the capture could not see or keep (the
+ * harness turns any of these into an ERROR).  Formatted on the stack: it
+ * may be called while the CPU's scratch line is half written.
+ */
+static void lost(const char *what, u64 count)
+{
+	char buf[160];
+	int n;
+
+	atomic64_inc(&anomalies);
+	pr_warn_ratelimited("lost: %s\n", what);
+	n = scnprintf(buf, sizeof(buf),
+		      "{\"kind\":\"_missed\",\"t_ns\":%llu,\"probe\":\"%s\",\"count\":%llu}\n",
+		      (unsigned long long)ktime_get_ns(), what, (unsigned long long)count);
+	commit(buf, n);
+}
+
+/*
+ * What every event carries about the call it stands for.  `c` orders the
+ * guest's events: one global counter taken when a call begins (at a probed
+ * function's entry), so events sort in the order their calls began even
+ * when the clock gives two calls the same nanosecond.
+ */
+struct call {
+	u64 t, c, batch;
+	s32 task;
+	u32 cpu;
+	bool on;
+};
+
+/* The blkif_interrupt running on this CPU, to tag the grant calls it makes. */
+struct batch {
+	u64 c;
+	unsigned long key;
+};
+static DEFINE_PER_CPU(struct batch, cpu_batch);
+
+static unsigned long ctx_key(void)
+{
+	/* A task is itself; an interrupt level stands for whatever runs at it. */
+	return in_task() ? (unsigned long)current : interrupt_context_level();
+}
+
+static void call_begin(struct call *cl)
+{
+	struct batch *b = this_cpu_ptr(&cpu_batch);
+
+	cl->on = READ_ONCE(tracing);
+	cl->c = atomic64_inc_return(&call_seq);
+	cl->t = ktime_get_ns();
+	cl->task = in_task() ? task_pid_nr(current) : 0;
+	cl->cpu = raw_smp_processor_id();
+	cl->batch = (b->c && b->key == ctx_key()) ? b->c : 0;
+}
+
+static void ev_open(struct line *l, const char *kind, u64 t)
+{
+	l->p = scratch + (size_t)raw_smp_processor_id() * SCRATCH_BYTES;
+	l->cap = SCRATCH_BYTES;
+	l->len = 0;
+	l->over = false;
+	lp(l, "{\"t_ns\":%llu,\"dom\":%u,\"src\":\"guest\",\"kind\":\"%s\"",
+	   (unsigned long long)t, DOMID_SELF, kind);
+}
+
+/* `sub` orders events of one call that share its `c` (0: the only one). */
+static void ev_close(struct line *l, const struct call *cl, u64 sub, u64 t_end)
+{
+	lp(l, ",\"_c\":%llu", (unsigned long long)cl->c);
+	if (sub)
+		lp(l, ",\"_s\":%llu", (unsigned long long)sub);
+	if (t_end)
+		lp(l, ",\"_t_end\":%llu", (unsigned long long)t_end);
+	lp(l, ",\"_task\":%d,\"_cpu\":%u", cl->task, cl->cpu);
+	if (cl->batch)
+		lp(l, ",\"_batch\":%llu", (unsigned long long)cl->batch);
+	lp(l, "}\n");
+	if (l->over) {
+		lost("line-too-long", 1);
+		return;
+	}
+	commit(l->p, l->len);
+}
+
+static const char *jbool(bool v)
+{
+	return v ? "true" : "false";
+}
+
+/* ---------------------------------------------------------------- probes */
+
+#define ARG(regs, n) regs_get_kernel_argument(regs, n)
+
+enum group { G_CORE, G_BLKFRONT };
+
+struct xprobe {
+	const char *sym;
+	enum group group;
+	bool required;		/* core: refuse to load without it */
+	bool ret;		/* kretprobe */
+	kprobe_pre_handler_t pre;
+	kretprobe_handler_t entry, exit;
+	size_t data_size;
+	/* state */
+	bool wanted, registered;
+	int err;
+	atomic_long_t hits;
+	unsigned long missed_reported;
+	union {
+		struct kprobe kp;
+		struct kretprobe rp;
+	};
+};
+
+static void hit_kp(struct kprobe *p)
+{
+	atomic_long_inc(&container_of(p, struct xprobe, kp)->hits);
+}
+
+static void hit_ri(struct kretprobe_instance *ri)
+{
+	atomic_long_inc(&container_of(get_kretprobe(ri), struct xprobe, rp)->hits);
+}
+
+/*
+ * Where a probed call came from, for the calls whose meaning depends on
+ * their caller: the low-level end of access run by gnttab_end_foreign_access
+ * (into which this kernel inlines gnttab_try_end_foreign_access) or by the
+ * deferred-end timer, and a public call made by another public call.  The
+ * return address is still the caller's when the entry handler runs (the
+ * kretprobe hooks the return only after it).
+ */
+enum { R_END, R_DEFERRED, R_GRANT, NR_RANGES };
+static struct {
+	const char *sym;
+	bool required;
+	unsigned long start, end;
+} ranges[NR_RANGES] = {
+	[R_END] = { "gnttab_end_foreign_access", true },
+	[R_DEFERRED] = { "gnttab_handle_deferred", true },
+	[R_GRANT] = { "gnttab_grant_foreign_access", false },
+};
+
+static bool caller_in(struct pt_regs *regs, int r)
+{
+	unsigned long ret = *(unsigned long *)kernel_stack_pointer(regs);
+
+	return ret >= ranges[r].start && ret < ranges[r].end;
+}
+
+/* Function extent from kallsyms: a throwaway kprobe finds it, sprint_symbol sizes it. */
+static int resolve_range(int r)
+{
+	struct kprobe kp = { .symbol_name = ranges[r].sym };
+	char buf[KSYM_SYMBOL_LEN];
+	unsigned long addr, off, size;
+	char *plus;
+	int err;
+
+	err = register_kprobe(&kp);
+	if (err)
+		return err;
+	addr = (unsigned long)kp.addr;
+	unregister_kprobe(&kp);
+	sprint_symbol(buf, addr);
+	plus = strchr(buf, '+');
+	if (!plus || sscanf(plus, "+%lx/%lx", &off, &size) != 2 || !size)
+		return -EINVAL;
+	ranges[r].start = addr - off;
+	ranges[r].end = addr - off + size;
+	return 0;
+}
+
+/* --- grant frames of the guest's own grants, to read indirect pages */
+
+static unsigned long *gref_frame;	/* frame + 1, 0: not seen */
+static u32 gref_max;
+
+static void note_frame(u32 ref, unsigned long frame)
+{
+	if (ref < gref_max)
+		WRITE_ONCE(gref_frame[ref], frame + 1);
+}
+
+/* ---------------------------------------------------------------- grant API */
+
+static int on_grant_ref(struct kprobe *p, struct pt_regs *regs)
+{
+	u32 ref = ARG(regs, 0);
+	unsigned int to = (u16)ARG(regs, 1);
+	unsigned long frame = ARG(regs, 2);
+	int ro = (int)ARG(regs, 3);
+	unsigned long flags;
+	struct call cl;
+	struct line l;
+
+	local_irq_save(flags);
+	hit_kp(p);
+	note_frame(ref, frame);
+	call_begin(&cl);
+	if (cl.on) {
+		ev_open(&l, "gnt.grant", cl.t);
+		lp(&l, ",\"ref\":%u,\"to\":%u,\"frame\":%lu,\"ro\":%s,\"alloc\":false",
+		   ref, to, frame, jbool(ro));
+		/* Made by gnttab_grant_foreign_access: its own event says it all. */
+		if (caller_in(regs, R_GRANT))
+			lp(&l, ",\"_nested\":1");
+		ev_close(&l, &cl, 0, 0);
+	}
+	local_irq_restore(flags);
+	return 0;
+}
+
+struct d_grant {
+	struct call cl;
+	unsigned int to;
+	int ro;
+	unsigned long frame;
+};
+
+static int in_grant_access(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_grant *d = (void *)ri->data;
+	unsigned long flags;
+
+	local_irq_save(flags);
+	call_begin(&d->cl);
+	d->to = (u16)ARG(regs, 0);
+	d->frame = ARG(regs, 1);
+	d->ro = (int)ARG(regs, 2);
+	local_irq_restore(flags);
+	return 0;
+}
+
+static int out_grant_access(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_grant *d = (void *)ri->data;
+	int ref = (int)regs_return_value(regs);
+	unsigned long flags;
+	struct line l;
+
+	local_irq_save(flags);
+	hit_ri(ri);
+	if (ref >= 0)
+		note_frame(ref, d->frame);
+	if (d->cl.on) {
+		ev_open(&l, "gnt.grant", d->cl.t);
+		lp(&l, ",\"ref\":%d,\"to\":%u,\"frame\":%lu,\"ro\":%s,\"alloc\":true",
+		   ref, d->to, d->frame, jbool(d->ro));
+		ev_close(&l, &d->cl, 0, ktime_get_ns());
+	}
+	local_irq_restore(flags);
+	return 0;
+}
+
+struct d_end {
+	struct call cl;
+	u32 ref;
+	const char *mode;	/* "ref", "try", "end" or "deferred" */
+};
+
+static void emit_end(struct d_end *d, int ok)
+{
+	struct line l;
+
+	if (!d->cl.on)
+		return;
+	if (!strcmp(d->mode, "deferred")) {
+		ev_open(&l, "gnt.deferred_end", d->cl.t);
+		lp(&l, ",\"ref\":%u,\"ok\":%s", d->ref, jbool(ok));
+	} else {
+		ev_open(&l, "gnt.end", d->cl.t);
+		lp(&l, ",\"ref\":%u,\"ok\":%s,\"mode\":\"%s\"", d->ref, jbool(ok), d->mode);
+		if (!strcmp(d->mode, "end"))
+			atomic64_inc(&end_events);
+	}
+	ev_close(&l, &d->cl, 0, ktime_get_ns());
+}
+
+static int in_end_common(struct kretprobe_instance *ri, struct pt_regs *regs, const char *mode)
+{
+	struct d_end *d = (void *)ri->data;
+	unsigned long flags;
+
+	local_irq_save(flags);
+	call_begin(&d->cl);
+	d->ref = ARG(regs, 0);
+	d->mode = mode;
+	local_irq_restore(flags);
+	return 0;
+}
+
+static int in_end_ref(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	return in_end_common(ri, regs, "ref");
+}
+
+/* Called by gnttab_end_foreign_access (in a build that does not inline it): its `end`. */
+static int in_try_end(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	return in_end_common(ri, regs, caller_in(regs, R_END) ? "end" : "try");
+}
+
+/*
+ * gnttab_end_foreign_access_ref_v1/_v2, reached through gnttab_interface:
+ * the result of gnttab_end_foreign_access (which returns nothing) and of
+ * each retry of the deferred-end timer.  Calls from the public functions
+ * probed on their own are left alone.
+ */
+static int in_end_low(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	if (caller_in(regs, R_END))
+		return in_end_common(ri, regs, "end");
+	if (caller_in(regs, R_DEFERRED))
+		return in_end_common(ri, regs, "deferred");
+	return 1;	/* no return handler for this call */
+}
+
+static int out_end(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	unsigned long flags;
+
+	local_irq_save(flags);
+	hit_ri(ri);
+	emit_end((void *)ri->data, (int)regs_return_value(regs) != 0);
+	local_irq_restore(flags);
+	return 0;
+}
+
+static int on_end_foreign_access(struct kprobe *p, struct pt_regs *regs)
+{
+	hit_kp(p);
+	atomic64_inc(&end_calls);
+	return 0;
+}
+
+struct d_alloc {
+	struct call cl;
+	unsigned int count;
+	u32 *headp;
+};
+
+static int in_alloc(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_alloc *d = (void *)ri->data;
+	unsigned long flags;
+
+	local_irq_save(flags);
+	call_begin(&d->cl);
+	d->count = (u16)ARG(regs, 0);
+	d->headp = (u32 *)ARG(regs, 1);
+	local_irq_restore(flags);
+	return 0;
+}
+
+static int out_alloc(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_alloc *d = (void *)ri->data;
+	int rc = (int)regs_return_value(regs);
+	unsigned long flags;
+	struct line l;
+
+	local_irq_save(flags);
+	hit_ri(ri);
+	if (d->cl.on) {
+		ev_open(&l, "gnt.alloc", d->cl.t);
+		/* head: the private chain's first ref, or -errno */
+		lp(&l, ",\"count\":%u,\"head\":%lld", d->count,
+		   rc < 0 ? (long long)rc : (long long)READ_ONCE(*d->headp));
+		ev_close(&l, &d->cl, 0, ktime_get_ns());
+	}
+	local_irq_restore(flags);
+	return 0;
+}
+
+struct d_claim {
+	struct call cl;
+	u32 head;
+};
+
+static int in_claim(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_claim *d = (void *)ri->data;
+	unsigned long flags;
+
+	local_irq_save(flags);
+	call_begin(&d->cl);
+	d->head = READ_ONCE(*(u32 *)ARG(regs, 0));
+	local_irq_restore(flags);
+	return 0;
+}
+
+static int out_claim(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_claim *d = (void *)ri->data;
+	unsigned long flags;
+	struct line l;
+
+	local_irq_save(flags);
+	hit_ri(ri);
+	if (d->cl.on) {
+		ev_open(&l, "gnt.claim", d->cl.t);
+		lp(&l, ",\"head\":%u,\"ref\":%d", d->head, (int)regs_return_value(regs));
+		ev_close(&l, &d->cl, 0, ktime_get_ns());
+	}
+	local_irq_restore(flags);
+	return 0;
+}
+
+/* Calls with nothing to return: one event at entry. */
+enum simple_kind { K_RELEASE, K_FREE, K_FREE_CHAIN, K_CB_REQUEST, K_CB_CANCEL, K_SEQ };
+
+static int on_simple(struct kprobe *p, struct pt_regs *regs, enum simple_kind k)
+{
+	unsigned long flags;
+	struct call cl;
+	struct line l;
+
+	local_irq_save(flags);
+	hit_kp(p);
+	call_begin(&cl);
+	if (!cl.on)
+		goto out;
+	switch (k) {
+	case K_RELEASE:
+		ev_open(&l, "gnt.release", cl.t);
+		lp(&l, ",\"head\":%u,\"ref\":%u", READ_ONCE(*(u32 *)ARG(regs, 0)),
+		   (u32)ARG(regs, 1));
+		break;
+	case K_FREE:
+		ev_open(&l, "gnt.free", cl.t);
+		lp(&l, ",\"ref\":%u", (u32)ARG(regs, 0));
+		break;
+	case K_FREE_CHAIN:
+		ev_open(&l, "gnt.free_chain", cl.t);
+		lp(&l, ",\"head\":%u", (u32)ARG(regs, 0));
+		break;
+	case K_CB_REQUEST:
+		ev_open(&l, "gnt.cb_request", cl.t);
+		lp(&l, ",\"cb\":%lu,\"count\":%u", ARG(regs, 0), (unsigned int)(u16)ARG(regs, 3));
+		break;
+	case K_CB_CANCEL:
+		ev_open(&l, "gnt.cb_cancel", cl.t);
+		lp(&l, ",\"cb\":%lu", ARG(regs, 0));
+		break;
+	case K_SEQ:
+		/* Schema v1 has no kind for the *_seq calls: the trace is incomplete. */
+		ev_open(&l, "_unsupported", cl.t);
+		lp(&l, ",\"call\":\"%s\"", container_of(p, struct xprobe, kp)->sym);
+		break;
+	}
+	ev_close(&l, &cl, 0, 0);
+out:
+	local_irq_restore(flags);
+	return 0;
+}
+
+static int on_release(struct kprobe *p, struct pt_regs *regs)
+{
+	return on_simple(p, regs, K_RELEASE);
+}
+
+static int on_free(struct kprobe *p, struct pt_regs *regs)
+{
+	return on_simple(p, regs, K_FREE);
+}
+
+static int on_free_chain(struct kprobe *p, struct pt_regs *regs)
+{
+	return on_simple(p, regs, K_FREE_CHAIN);
+}
+
+static int on_cb_request(struct kprobe *p, struct pt_regs *regs)
+{
+	return on_simple(p, regs, K_CB_REQUEST);
+}
+
+static int on_cb_cancel(struct kprobe *p, struct pt_regs *regs)
+{
+	return on_simple(p, regs, K_CB_CANCEL);
+}
+
+static int on_seq(struct kprobe *p, struct pt_regs *regs)
+{
+	return on_simple(p, regs, K_SEQ);
+}
+
+/*
+ * Growth: gnttab_expand(req_entries) maps the new frames with
+ * gnttab_map(cur, cur + extra - 1) and then grows the free list.  Both run
+ * under gnttab_list_lock with interrupts off, so a per-CPU note carries
+ * gnttab_map's range to gnttab_expand's return.
+ */
+struct expand_note {
+	bool active, seen;
+	u32 start, end;
+};
+static DEFINE_PER_CPU(struct expand_note, cpu_expand);
+
+static int in_expand(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct expand_note *n = this_cpu_ptr(&cpu_expand);
+	unsigned long flags;
+
+	local_irq_save(flags);
+	call_begin((void *)ri->data);
+	n->active = true;
+	n->seen = false;
+	local_irq_restore(flags);
+	return 0;
+}
+
+static int on_map(struct kprobe *p, struct pt_regs *regs)
+{
+	struct expand_note *n = this_cpu_ptr(&cpu_expand);
+
+	hit_kp(p);
+	if (n->active) {
+		n->start = ARG(regs, 0);
+		n->end = ARG(regs, 1);
+		n->seen = true;
+	}
+	return 0;
+}
+
+static int out_expand(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct expand_note *n = this_cpu_ptr(&cpu_expand);
+	struct call *cl = (void *)ri->data;
+	int rc = (int)regs_return_value(regs);
+	unsigned long flags;
+	struct line l;
+
+	local_irq_save(flags);
+	hit_ri(ri);
+	n->active = false;
+	/* rc != 0: Linux's table did not grow (-ENOSPC past the maximum, -ENOMEM). */
+	if (rc == 0 && cl->on) {
+		if (n->seen) {
+			ev_open(&l, "gnt.expand", cl->t);
+			lp(&l, ",\"old\":%u,\"new\":%u", n->start, n->end + 1);
+			ev_close(&l, cl, 0, ktime_get_ns());
+		} else {
+			lost("gnt.expand-frames-unknown", 1);
+		}
+	}
+	local_irq_restore(flags);
+	return 0;
+}
+
+/*
+ * Free callbacks: do_free_callbacks runs (under gnttab_list_lock) every
+ * callback whose count is now free and unlinks it, and puts the others back
+ * on the list.  A callback on the list at entry and gone at return ran.
+ */
+#define MAX_CBS 32
+
+struct d_cbs {
+	struct call cl;
+	unsigned int n;
+	bool overflow;
+	struct gnttab_free_callback *cb[MAX_CBS];
+};
+
+static unsigned int read_cb_list(struct gnttab_free_callback **out, bool *overflow)
+{
+	struct gnttab_free_callback *cb;
+	unsigned int n = 0;
+
+	*overflow = false;
+	if (copy_from_kernel_nofault(&cb, (void *)sym_free_callback_list, sizeof(cb)))
+		return 0;
+	while (cb) {
+		if (n == MAX_CBS) {
+			*overflow = true;
+			break;
+		}
+		out[n++] = cb;
+		if (copy_from_kernel_nofault(&cb, &cb->next, sizeof(cb)))
+			break;
+	}
+	return n;
+}
+
+static int in_cbs(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_cbs *d = (void *)ri->data;
+	unsigned long flags;
+
+	local_irq_save(flags);
+	call_begin(&d->cl);
+	d->n = read_cb_list(d->cb, &d->overflow);
+	local_irq_restore(flags);
+	return 0;
+}
+
+static int out_cbs(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_cbs *d = (void *)ri->data;
+	struct gnttab_free_callback *left[MAX_CBS];
+	unsigned int nleft, i, j, sub = 0;
+	unsigned long flags;
+	bool overflow;
+	struct line l;
+
+	local_irq_save(flags);
+	hit_ri(ri);
+	nleft = read_cb_list(left, &overflow);
+	if (!d->cl.on)
+		goto out;
+	if (d->overflow || overflow)
+		lost("gnt.cb_fire-list-too-long", 1);
+	for (i = 0; i < d->n; i++) {
+		for (j = 0; j < nleft && left[j] != d->cb[i]; j++)
+			;
+		if (j < nleft)
+			continue;
+		ev_open(&l, "gnt.cb_fire", d->cl.t);
+		lp(&l, ",\"cb\":%lu", (unsigned long)d->cb[i]);
+		ev_close(&l, &d->cl, ++sub, ktime_get_ns());
+	}
+out:
+	local_irq_restore(flags);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- blkfront */
+
+/*
+ * What this module knows of each blkfront ring.  `emitted` is the req_prod
+ * up to which requests are in the trace: requests are published by the
+ * first observer after a push (blkif_queue_rq's return, or an interrupt on
+ * the same ring that slipped in between the push and that return).
+ */
+#define MAX_RINGS 64
+
+struct ring_state {
+	void *rinfo;
+	struct blkif_sring *sring;
+	u32 ref0, irq;
+	atomic_t notifies;	/* notify_remote_via_irq(irq) calls */
+	int notify_snap;	/* notifies when the current queue_rq began */
+	int queue_active;	/* blkif_queue_rq calls in progress */
+	bool emitted_valid;
+	RING_IDX emitted;
+};
+
+static struct ring_state rings[MAX_RINGS];
+static int nr_rings;
+static DEFINE_SPINLOCK(rings_lock);
+
+/* 16 ring pages (XENBUS_MAX_RING_GRANTS) hold __CONST_RING_SIZE = 512 blkif entries. */
+#define MAX_RING_ENTS 512
+
+/* A ring as blkfront holds it (struct blkif_front_ring is public ABI). */
+struct rinfo_view {
+	struct blkif_front_ring fr;
+	u32 ref0, irq;
+};
+
+static bool blkfront_layout_given(void)
+{
+	return off_ring >= 0 && off_ring_ref >= 0 && off_irq >= 0 &&
+	       off_info_rinfo >= 0 && off_info_rinfo_size >= 0;
+}
+
+enum { RINFO_BAD = -1, RINFO_NO_RING = 0, RINFO_OK = 1 };
+
+static int read_rinfo(void *rinfo, struct rinfo_view *v)
+{
+	if (!rinfo ||
+	    copy_from_kernel_nofault(&v->fr, rinfo + off_ring, sizeof(v->fr)) ||
+	    copy_from_kernel_nofault(&v->ref0, rinfo + off_ring_ref, sizeof(v->ref0)) ||
+	    copy_from_kernel_nofault(&v->irq, rinfo + off_irq, sizeof(v->irq)))
+		return RINFO_BAD;
+	/* Torn down (xenbus_teardown_ring clears it): an interrupt may still come. */
+	if (!v->fr.sring)
+		return RINFO_NO_RING;
+	/* A wrong layout shows here: refuse what cannot be a ring. */
+	if (!virt_addr_valid(v->fr.sring) || !v->fr.nr_ents || !is_power_of_2(v->fr.nr_ents) ||
+	    v->fr.nr_ents > MAX_RING_ENTS)
+		return RINFO_BAD;
+	return RINFO_OK;
+}
+
+/* The ring, or why not: a bad layout is reported, a torn-down ring is not. */
+static bool ring_view(void *rinfo, struct rinfo_view *v, const char *where)
+{
+	int r = read_rinfo(rinfo, v);
+
+	if (r == RINFO_BAD)
+		lost(where, 1);
+	return r == RINFO_OK;
+}
+
+/* blkif_queue_rq(hctx, qd): rinfo = info->rinfo + hctx->queue_num * info->rinfo_size */
+static void *rinfo_of_hctx(struct blk_mq_hw_ctx *hctx)
+{
+	struct request_queue *q;
+	unsigned int qid, size;
+	void *info, *base;
+
+	if (copy_from_kernel_nofault(&q, &hctx->queue, sizeof(q)) ||
+	    copy_from_kernel_nofault(&qid, &hctx->queue_num, sizeof(qid)) ||
+	    copy_from_kernel_nofault(&info, &q->queuedata, sizeof(info)) || !info ||
+	    copy_from_kernel_nofault(&base, info + off_info_rinfo, sizeof(base)) ||
+	    copy_from_kernel_nofault(&size, info + off_info_rinfo_size, sizeof(size)))
+		return NULL;
+	return base + (size_t)qid * size;
+}
+
+/* Under rings_lock.  A ring set up again (new page or ref) starts afresh. */
+static struct ring_state *ring_get(void *rinfo, const struct rinfo_view *v)
+{
+	struct ring_state *rs = NULL;
+	int i;
+
+	for (i = 0; i < nr_rings; i++)
+		if (rings[i].rinfo == rinfo)
+			rs = &rings[i];
+	if (!rs) {
+		if (nr_rings == MAX_RINGS)
+			return NULL;
+		rs = &rings[nr_rings];
+		memset(rs, 0, sizeof(*rs));
+		rs->rinfo = rinfo;
+		WRITE_ONCE(nr_rings, nr_rings + 1);
+	}
+	if (rs->sring != v->fr.sring || rs->ref0 != v->ref0) {
+		rs->sring = v->fr.sring;
+		rs->ref0 = v->ref0;
+		rs->emitted_valid = false;
+		rs->queue_active = 0;
+	}
+	WRITE_ONCE(rs->irq, v->irq);
+	if (!rs->emitted_valid) {
+		rs->emitted = READ_ONCE(v->fr.sring->req_prod);
+		rs->emitted_valid = true;
+	}
+	return rs;
+}
+
+static int on_notify(struct kprobe *p, struct pt_regs *regs)
+{
+	u32 irq = ARG(regs, 0);
+	int i, n = READ_ONCE(nr_rings);
+
+	hit_kp(p);
+	for (i = 0; i < n; i++)
+		if (READ_ONCE(rings[i].irq) == irq && rings[i].rinfo)
+			atomic_inc(&rings[i].notifies);
+	return 0;
+}
+
+/* Segments of an indirect request, from the pages its indirect grefs grant. */
+static bool read_indirect_segs(struct line *l, const struct blkif_request_indirect *ind,
+			       unsigned int pages)
+{
+	const struct blkif_request_segment *seg;
+	unsigned int k, i, n, left = ind->nr_segments;
+	unsigned long frame;
+	size_t mark = l->len;
+	bool first = true;
+
+	for (k = 0; k < pages; k++) {
+		u32 gref = ind->indirect_grefs[k];
+
+		frame = gref < gref_max ? READ_ONCE(gref_frame[gref]) : 0;
+		if (!frame)
+			goto unreadable;	/* granted before this module was loaded */
+		frame--;
+		/* HVM: the grant names a guest frame, which is our pfn. */
+		if (!pfn_valid(frame))
+			goto unreadable;
+		seg = page_address(pfn_to_page(frame));
+		n = min_t(unsigned int, left, XEN_PAGE_SIZE / sizeof(*seg));
+		for (i = 0; i < n; i++) {
+			lp(l, "%s[%u,%u,%u]", first ? "" : ",", READ_ONCE(seg[i].gref),
+			   READ_ONCE(seg[i].first_sect), READ_ONCE(seg[i].last_sect));
+			first = false;
+		}
+		left -= n;
+	}
+	if (!l->over)
+		return true;
+unreadable:
+	/* Leave segs empty (the schema allows it for indirect requests). */
+	l->len = mark;
+	l->over = false;
+	return false;
+}
+
+static void emit_request(const struct rinfo_view *v, RING_IDX idx)
+{
+	struct blkif_request req;
+	struct call cl;
+	struct line l;
+	unsigned int i, n;
+
+	memcpy(&req, RING_GET_REQUEST(&v->fr, idx), sizeof(req));
+	call_begin(&cl);
+	ev_open(&l, "blkif.req", cl.t);
+	lp(&l, ",\"ring\":\"gref:%u\",\"idx\":%u,\"op\":%u", v->ref0, idx, req.operation);
+	switch (req.operation) {
+	case BLKIF_OP_INDIRECT: {
+		const struct blkif_request_indirect *ind = &req.u.indirect;
+		unsigned int pages = DIV_ROUND_UP(ind->nr_segments,
+						  XEN_PAGE_SIZE / sizeof(struct blkif_request_segment));
+
+		lp(&l, ",\"id\":%llu,\"sector\":%llu,\"indirect_op\":%u,\"nr_segments\":%u,\"indirect_grefs\":[",
+		   (unsigned long long)ind->id, (unsigned long long)ind->sector_number,
+		   ind->indirect_op, ind->nr_segments);
+		pages = min_t(unsigned int, pages, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST);
+		for (i = 0; i < pages; i++)
+			lp(&l, "%s%u", i ? "," : "", ind->indirect_grefs[i]);
+		lp(&l, "],\"segs\":[");
+		if (!read_indirect_segs(&l, ind, pages)) {
+			lp(&l, "],\"_segs_unread\":1");
+			break;
+		}
+		lp(&l, "]");
+		break;
+	}
+	case BLKIF_OP_DISCARD:
+		lp(&l, ",\"id\":%llu,\"sector\":%llu,\"segs\":[],\"_nr_sectors\":%llu",
+		   (unsigned long long)req.u.discard.id,
+		   (unsigned long long)req.u.discard.sector_number,
+		   (unsigned long long)req.u.discard.nr_sectors);
+		break;
+	case BLKIF_OP_READ:
+	case BLKIF_OP_WRITE:
+	case BLKIF_OP_WRITE_BARRIER:
+	case BLKIF_OP_FLUSH_DISKCACHE:
+		n = min_t(unsigned int, req.u.rw.nr_segments, BLKIF_MAX_SEGMENTS_PER_REQUEST);
+		lp(&l, ",\"id\":%llu,\"sector\":%llu,\"segs\":[",
+		   (unsigned long long)req.u.rw.id, (unsigned long long)req.u.rw.sector_number);
+		for (i = 0; i < n; i++)
+			lp(&l, "%s[%u,%u,%u]", i ? "," : "", req.u.rw.seg[i].gref,
+			   req.u.rw.seg[i].first_sect, req.u.rw.seg[i].last_sect);
+		lp(&l, "]");
+		if (req.u.rw.nr_segments != n)	/* more than a request can hold */
+			lp(&l, ",\"_nr_segments\":%u", req.u.rw.nr_segments);
+		break;
+	default:
+		lp(&l, ",\"id\":%llu,\"segs\":[]", (unsigned long long)req.u.other.id);
+		break;
+	}
+	ev_close(&l, &cl, 0, 0);
+}
+
+/* Under rings_lock: requests pushed since the last publication, then the push. */
+static void publish(struct ring_state *rs, const struct rinfo_view *v)
+{
+	RING_IDX new = READ_ONCE(v->fr.sring->req_prod), old = rs->emitted, idx;
+	struct call cl;
+	struct line l;
+
+	if (new == old)
+		return;
+	rs->emitted = new;
+	if (!READ_ONCE(tracing))
+		return;
+	if (new - old > v->fr.nr_ents) {
+		lost("blkif.req-prod-jump", new - old);
+		return;
+	}
+	virt_rmb();
+	for (idx = old; idx != new; idx++)
+		emit_request(v, idx);
+	call_begin(&cl);
+	ev_open(&l, "ring.push", cl.t);
+	lp(&l, ",\"ring\":\"gref:%u\",\"old\":%u,\"new\":%u,\"notify\":%s,\"req_event\":%u,\"_rinfo\":\"%px\"",
+	   v->ref0, old, new, jbool(atomic_read(&rs->notifies) != rs->notify_snap),
+	   READ_ONCE(v->fr.sring->req_event), rs->rinfo);
+	ev_close(&l, &cl, 0, 0);
+}
+
+struct d_queue {
+	void *rinfo;
+};
+
+static int in_queue_rq(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_queue *d = (void *)ri->data;
+	struct rinfo_view v;
+	struct ring_state *rs;
+	unsigned long flags;
+	int skip = 1;
+
+	local_irq_save(flags);
+	d->rinfo = rinfo_of_hctx((struct blk_mq_hw_ctx *)ARG(regs, 0));
+	if (!ring_view(d->rinfo, &v, "blkif_queue_rq-layout"))
+		goto out;
+	spin_lock(&rings_lock);
+	rs = ring_get(d->rinfo, &v);
+	if (rs) {
+		rs->notify_snap = atomic_read(&rs->notifies);
+		rs->queue_active++;
+		skip = 0;
+	}
+	spin_unlock(&rings_lock);
+	if (!rs)
+		lost("blkif-too-many-rings", 1);
+out:
+	local_irq_restore(flags);
+	return skip;
+}
+
+static int out_queue_rq(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_queue *d = (void *)ri->data;
+	struct rinfo_view v;
+	struct ring_state *rs;
+	unsigned long flags;
+
+	local_irq_save(flags);
+	hit_ri(ri);
+	if (!ring_view(d->rinfo, &v, "blkif_queue_rq-layout"))
+		goto out;
+	spin_lock(&rings_lock);
+	rs = ring_get(d->rinfo, &v);
+	if (rs) {
+		if (rs->queue_active)
+			rs->queue_active--;
+		publish(rs, &v);
+	}
+	spin_unlock(&rings_lock);
+out:
+	local_irq_restore(flags);
+	return 0;
+}
+
+struct d_irq {
+	struct call cl;
+	void *rinfo;
+	RING_IDX rsp_cons;
+};
+
+static int in_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_irq *d = (void *)ri->data;
+	struct batch *b = this_cpu_ptr(&cpu_batch);
+	struct rinfo_view v;
+	struct ring_state *rs;
+	unsigned long flags;
+	int skip = 1;
+
+	local_irq_save(flags);
+	d->rinfo = (void *)ARG(regs, 1);	/* dev_id */
+	if (!ring_view(d->rinfo, &v, "blkif_interrupt-layout"))
+		goto out;
+	spin_lock(&rings_lock);
+	rs = ring_get(d->rinfo, &v);
+	/* Pushed, but blkif_queue_rq has not returned yet: the requests first. */
+	if (rs && rs->queue_active)
+		publish(rs, &v);
+	spin_unlock(&rings_lock);
+	d->rsp_cons = v.fr.rsp_cons;
+	call_begin(&d->cl);
+	b->c = d->cl.c;
+	b->key = ctx_key();
+	skip = 0;
+out:
+	local_irq_restore(flags);
+	return skip;
+}
+
+/*
+ * Responses consumed by this interrupt, read from the shared page.  They all
+ * carry the interrupt's `c` (sub-ordered by index) and `_batch`, as do the
+ * grant calls the handler made: the harness puts each response just before
+ * the first end of its request's grants (docs/capture.md).
+ */
+static int out_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_irq *d = (void *)ri->data;
+	struct batch *b = this_cpu_ptr(&cpu_batch);
+	struct blkif_response rsp;
+	struct rinfo_view v;
+	unsigned long flags;
+	RING_IDX idx;
+	u64 sub = 0;
+	struct line l;
+
+	local_irq_save(flags);
+	hit_ri(ri);
+	b->c = 0;
+	if (!ring_view(d->rinfo, &v, "blkif_interrupt-layout"))
+		goto out;
+	if (!d->cl.on || v.fr.rsp_cons == d->rsp_cons)
+		goto out;
+	if (v.fr.rsp_cons - d->rsp_cons > v.fr.nr_ents) {
+		lost("blkif.rsp-cons-jump", v.fr.rsp_cons - d->rsp_cons);
+		goto out;
+	}
+	d->cl.batch = d->cl.c;
+	for (idx = d->rsp_cons; idx != v.fr.rsp_cons; idx++) {
+		memcpy(&rsp, RING_GET_RESPONSE(&v.fr, idx), sizeof(rsp));
+		ev_open(&l, "blkif.rsp", d->cl.t);
+		lp(&l, ",\"ring\":\"gref:%u\",\"idx\":%u,\"id\":%llu,\"op\":%u,\"status\":%d",
+		   v.ref0, idx, (unsigned long long)rsp.id, rsp.operation, rsp.status);
+		ev_close(&l, &d->cl, ++sub, 0);
+	}
+out:
+	local_irq_restore(flags);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- probe table */
+
+#define KP(s, g, req, h) { .sym = s, .group = g, .required = req, .pre = h }
+#define KRP(s, g, req, en, ex, T) \
+	{ .sym = s, .group = g, .required = req, .ret = true, .entry = en, .exit = ex, \
+	  .data_size = sizeof(T) }
+
+static struct xprobe probes[] = {
+	KP("gnttab_grant_foreign_access_ref", G_CORE, true, on_grant_ref),
+	KRP("gnttab_grant_foreign_access", G_CORE, true, in_grant_access, out_grant_access,
+	    struct d_grant),
+	KRP("gnttab_end_foreign_access_ref", G_CORE, true, in_end_ref, out_end, struct d_end),
+	KRP("gnttab_try_end_foreign_access", G_CORE, true, in_try_end, out_end, struct d_end),
+	KRP("gnttab_end_foreign_access_ref_v1", G_CORE, true, in_end_low, out_end, struct d_end),
+	KRP("gnttab_end_foreign_access_ref_v2", G_CORE, false, in_end_low, out_end, struct d_end),
+	KP("gnttab_end_foreign_access", G_CORE, true, on_end_foreign_access),
+	KRP("gnttab_alloc_grant_references", G_CORE, true, in_alloc, out_alloc, struct d_alloc),
+	KRP("gnttab_claim_grant_reference", G_CORE, true, in_claim, out_claim, struct d_claim),
+	KP("gnttab_release_grant_reference", G_CORE, true, on_release),
+	KP("gnttab_free_grant_reference", G_CORE, true, on_free),
+	KP("gnttab_free_grant_references", G_CORE, true, on_free_chain),
+	KP("gnttab_request_free_callback", G_CORE, true, on_cb_request),
+	KP("gnttab_cancel_free_callback", G_CORE, true, on_cb_cancel),
+	KP("gnttab_alloc_grant_reference_seq", G_CORE, false, on_seq),
+	KP("gnttab_free_grant_reference_seq", G_CORE, false, on_seq),
+	KRP("gnttab_expand", G_CORE, true, in_expand, out_expand, struct call),
+	KP("gnttab_map", G_CORE, true, on_map),
+	/* wanted only with sym_free_callback_list */
+	KRP("do_free_callbacks", G_CORE, true, in_cbs, out_cbs, struct d_cbs),
+	/* wanted only with the blkfront layout */
+	KP("notify_remote_via_irq", G_CORE, true, on_notify),
+	KRP("xen_blkfront:blkif_queue_rq", G_BLKFRONT, false, in_queue_rq, out_queue_rq,
+	    struct d_queue),
+	KRP("xen_blkfront:blkif_interrupt", G_BLKFRONT, false, in_blk_irq, out_blk_irq,
+	    struct d_irq),
+};
+
+static DEFINE_MUTEX(probe_mutex);
+static const char *blkfront_state = "disabled: no layout offsets given";
+
+static unsigned long probe_missed(struct xprobe *x)
+{
+	if (!x->registered)
+		return 0;
+	return x->ret ? (unsigned long)x->rp.nmissed + x->rp.kp.nmissed : x->kp.nmissed;
+}
+
+static int probe_register(struct xprobe *x, bool quiet)
+{
+	/* A kprobe struct must be zeroed before every registration. */
+	if (x->ret) {
+		memset(&x->rp, 0, sizeof(x->rp));
+		x->rp.kp.symbol_name = x->sym;
+		x->rp.entry_handler = x->entry;
+		x->rp.handler = x->exit;
+		x->rp.data_size = x->data_size;
+		/* gnttab_end_foreign_access may sleep (kmalloc) inside: room for many tasks */
+		x->rp.maxactive = 128;
+		x->err = register_kretprobe(&x->rp);
+	} else {
+		memset(&x->kp, 0, sizeof(x->kp));
+		x->kp.symbol_name = x->sym;
+		x->kp.pre_handler = x->pre;
+		x->err = register_kprobe(&x->kp);
+	}
+	x->registered = !x->err;
+	x->missed_reported = 0;
+	if (x->err && !quiet)
+		pr_warn("cannot probe %s: error %d\n", x->sym, x->err);
+	return x->err;
+}
+
+static void probe_unregister(struct xprobe *x)
+{
+	if (!x->registered)
+		return;
+	if (x->ret)
+		unregister_kretprobe(&x->rp);
+	else
+		unregister_kprobe(&x->kp);
+	x->registered = false;
+}
+
+static void group_unregister(enum group g)
+{
+	int i, cpu;
+
+	for (i = ARRAY_SIZE(probes) - 1; i >= 0; i--)
+		if (probes[i].group == g)
+			probe_unregister(&probes[i]);
+	/* An interrupt whose return was not seen must not tag later calls. */
+	if (g == G_BLKFRONT)
+		for_each_possible_cpu(cpu)
+			per_cpu_ptr(&cpu_batch, cpu)->c = 0;
+}
+
+/* Under probe_mutex. */
+static void blkfront_register(bool at_load)
+{
+	unsigned long flags;
+	int i;
+
+	if (!blkfront_layout_given())
+		return;
+	spin_lock_irqsave(&rings_lock, flags);
+	nr_rings = 0;
+	spin_unlock_irqrestore(&rings_lock, flags);
+	for (i = 0; i < ARRAY_SIZE(probes); i++) {
+		struct xprobe *x = &probes[i];
+
+		if (x->group != G_BLKFRONT || x->registered)
+			continue;
+		x->wanted = true;
+		if (probe_register(x, at_load) && at_load) {
+			/* Not loaded yet: the module notifier will try again. */
+			group_unregister(G_BLKFRONT);
+			for (i = 0; i < ARRAY_SIZE(probes); i++)
+				if (probes[i].group == G_BLKFRONT)
+					probes[i].err = 0;
+			blkfront_state = "waiting for xen_blkfront";
+			return;
+		}
+	}
+	blkfront_state = "registered";
+	for (i = 0; i < ARRAY_SIZE(probes); i++)
+		if (probes[i].group == G_BLKFRONT && probes[i].err)
+			blkfront_state = "FAILED (see probes)";
+}
+
+static int module_event(struct notifier_block *nb, unsigned long action, void *data)
+{
+	struct module *mod = data;
+	unsigned long flags;
+
+	if (strcmp(mod->name, "xen_blkfront"))
+		return NOTIFY_DONE;
+	mutex_lock(&probe_mutex);
+	if (action == MODULE_STATE_COMING) {
+		blkfront_register(false);
+	} else if (action == MODULE_STATE_GOING) {
+		group_unregister(G_BLKFRONT);
+		spin_lock_irqsave(&rings_lock, flags);
+		nr_rings = 0;
+		spin_unlock_irqrestore(&rings_lock, flags);
+		if (blkfront_layout_given())
+			blkfront_state = "waiting for xen_blkfront (unloaded)";
+	}
+	mutex_unlock(&probe_mutex);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block module_nb = {
+	.notifier_call = module_event,
+};
+
+/* Probes whose misses were not reported yet become _missed lines. */
+static void report_missed(void)
+{
+	int i;
+
+	mutex_lock(&probe_mutex);
+	for (i = 0; i < ARRAY_SIZE(probes); i++) {
+		struct xprobe *x = &probes[i];
+		unsigned long m = probe_missed(x);
+
+		if (m > x->missed_reported) {
+			lost(x->sym, m - x->missed_reported);
+			x->missed_reported = m;
+		}
+	}
+	mutex_unlock(&probe_mutex);
+}
+
+static void emit_config(void)
+{
+	char buf[256];
+	int n;
+
+	n = scnprintf(buf, sizeof(buf),
+		      "{\"kind\":\"_config\",\"t_ns\":%llu,\"_c\":%llu,\"version\":%d,\"cb_fire\":%s,\"blkfront\":\"%s\"}\n",
+		      (unsigned long long)ktime_get_ns(),
+		      (unsigned long long)atomic64_inc_return(&call_seq), TRACE_FORMAT_VERSION,
+		      jbool(sym_free_callback_list != 0), blkfront_state);
+	commit(buf, n);
+}
+
+/* ---------------------------------------------------------------- debugfs */
+
+static struct dentry *dbg_dir;
+
+static ssize_t trace_read(struct file *f, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	unsigned long flags;
+	u64 avail, n, at, first;
+	ssize_t ret;
+	char *nl;
+
+	if (!count)
+		return 0;
+	report_missed();
+	mutex_lock(&read_mutex);
+	spin_lock_irqsave(&tb_lock, flags);
+	avail = tb_head - tb_tail;
+	n = min3(avail, (u64)count, (u64)BOUNCE_BYTES);
+	at = tb_tail % tb_size;
+	first = min(n, tb_size - at);
+	memcpy(bounce, tb_buf + at, first);
+	if (first < n)
+		memcpy(bounce + first, tb_buf, n - first);
+	spin_unlock_irqrestore(&tb_lock, flags);
+
+	/* Whole lines only. */
+	for (nl = bounce + n; nl > bounce && nl[-1] != '\n'; nl--)
+		;
+	if (nl == bounce) {
+		/* Empty, or a first line longer than the reader's buffer. */
+		ret = avail ? -EINVAL : 0;
+		goto out;
+	}
+	n = nl - bounce;
+	if (copy_to_user(ubuf, bounce, n)) {
+		ret = -EFAULT;
+		goto out;
+	}
+	spin_lock_irqsave(&tb_lock, flags);
+	tb_tail += n;
+	spin_unlock_irqrestore(&tb_lock, flags);
+	ret = n;
+out:
+	mutex_unlock(&read_mutex);
+	return ret;
+}
+
+static const struct file_operations trace_fops = {
+	.owner = THIS_MODULE,
+	.read = trace_read,
+	.llseek = noop_llseek,
+};
+
+static int stats_show(struct seq_file *m, void *v)
+{
+	unsigned long flags;
+	u64 events, dropped, head, tail;
+	int i;
+
+	spin_lock_irqsave(&tb_lock, flags);
+	events = tb_events;
+	dropped = tb_dropped;
+	head = tb_head;
+	tail = tb_tail;
+	spin_unlock_irqrestore(&tb_lock, flags);
+
+	seq_printf(m, "version: %d\n", TRACE_FORMAT_VERSION);
+	seq_printf(m, "tracing: %s\n", READ_ONCE(tracing) ? "on" : "off");
+	seq_printf(m, "events: %llu\n", events);
+	seq_printf(m, "bytes: %llu\n", head);
+	seq_printf(m, "unread_bytes: %llu\n", head - tail);
+	seq_printf(m, "buffer_bytes: %llu\n", tb_size);
+	seq_printf(m, "dropped: %llu\n", dropped);
+	seq_printf(m, "lost: %lld\n", (long long)atomic64_read(&anomalies));
+	seq_printf(m, "end_calls: %lld\n", (long long)atomic64_read(&end_calls));
+	seq_printf(m, "end_events: %lld\n", (long long)atomic64_read(&end_events));
+	seq_printf(m, "cb_fire: %s\n", sym_free_callback_list ? "on" : "off (sym_free_callback_list=0)");
+	mutex_lock(&probe_mutex);
+	seq_printf(m, "blkfront: %s\n", blkfront_state);
+	seq_puts(m, "failures:");
+	for (i = 0; i < ARRAY_SIZE(probes); i++)
+		if (probes[i].wanted && probes[i].err)
+			seq_printf(m, " %s(%d)", probes[i].sym, probes[i].err);
+	seq_puts(m, "\n");
+	for (i = 0; i < ARRAY_SIZE(probes); i++) {
+		struct xprobe *x = &probes[i];
+
+		seq_printf(m, "probe %s: %s hits=%ld missed=%lu\n", x->sym,
+			   x->registered ? "registered" : x->err ? "FAILED" : "off",
+			   atomic_long_read(&x->hits), probe_missed(x));
+	}
+	mutex_unlock(&probe_mutex);
+	spin_lock_irqsave(&rings_lock, flags);
+	for (i = 0; i < nr_rings; i++)
+		seq_printf(m, "ring gref:%u irq=%u req_prod_traced=%u notifies=%d rinfo=%px\n",
+			   rings[i].ref0, rings[i].irq, rings[i].emitted,
+			   atomic_read(&rings[i].notifies), rings[i].rinfo);
+	spin_unlock_irqrestore(&rings_lock, flags);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(stats);
+
+static ssize_t ctl_write(struct file *f, const char __user *ubuf, size_t count, loff_t *ppos)
+{
+	char cmd[16];
+	unsigned long flags;
+	char *s;
+
+	if (count >= sizeof(cmd))
+		return -EINVAL;
+	if (copy_from_user(cmd, ubuf, count))
+		return -EFAULT;
+	cmd[count] = '\0';
+	s = strim(cmd);
+	if (!strcmp(s, "start")) {
+		report_missed();
+		WRITE_ONCE(tracing, true);
+		emit_config();
+	} else if (!strcmp(s, "stop")) {
+		WRITE_ONCE(tracing, false);
+		report_missed();
+	} else if (!strcmp(s, "clear")) {
+		report_missed();	/* so that misses before the clear are not blamed on later */
+		mutex_lock(&read_mutex);
+		spin_lock_irqsave(&tb_lock, flags);
+		tb_tail = tb_head;
+		tb_drop_pending = 0;
+		spin_unlock_irqrestore(&tb_lock, flags);
+		mutex_unlock(&read_mutex);
+	} else {
+		return -EINVAL;
+	}
+	return count;
+}
+
+static const struct file_operations ctl_fops = {
+	.owner = THIS_MODULE,
+	.write = ctl_write,
+	.llseek = noop_llseek,
+};
+
+/* ---------------------------------------------------------------- load */
+
+static void free_buffers(void)
+{
+	vfree(tb_buf);
+	vfree(scratch);
+	vfree(bounce);
+	vfree(gref_frame);
+}
+
+static int check_callback_list_address(void)
+{
+	char name[KSYM_NAME_LEN];
+
+	if (!sym_free_callback_list)
+		return 0;
+	sprint_symbol_no_offset(name, sym_free_callback_list);
+	if (strcmp(name, "gnttab_free_callback_list")) {
+		pr_err("sym_free_callback_list=%#lx is %s, not gnttab_free_callback_list\n",
+		       sym_free_callback_list, name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int __init xenrig_trace_init(void)
+{
+	int i, err;
+
+	if (!xen_domain() || !xen_feature(XENFEAT_auto_translated_physmap)) {
+		pr_err("needs an HVM/PVH Xen guest (guest frames are read as our own pfns)\n");
+		return -ENODEV;
+	}
+	err = check_callback_list_address();
+	if (err)
+		return err;
+	if (buf_mb < 1 || buf_mb > 1024)
+		return -EINVAL;
+
+	tb_size = (u64)buf_mb << 20;
+	gref_max = gnttab_max_grant_frames() * (XEN_PAGE_SIZE / sizeof(struct grant_entry_v1));
+	tb_buf = vmalloc(tb_size);
+	scratch = vmalloc((size_t)nr_cpu_ids * SCRATCH_BYTES);
+	bounce = vmalloc(BOUNCE_BYTES);
+	gref_frame = vzalloc(array_size(gref_max, sizeof(*gref_frame)));
+	if (!tb_buf || !scratch || !bounce || !gref_frame) {
+		free_buffers();
+		return -ENOMEM;
+	}
+
+	for (i = 0; i < NR_RANGES; i++) {
+		err = resolve_range(i);
+		if (err && ranges[i].required) {
+			pr_err("cannot find the extent of %s (error %d)\n", ranges[i].sym, err);
+			free_buffers();
+			return err;
+		}
+	}
+
+	WRITE_ONCE(tracing, autostart);
+	mutex_lock(&probe_mutex);
+	for (i = 0; i < ARRAY_SIZE(probes); i++) {
+		struct xprobe *x = &probes[i];
+
+		if (x->group != G_CORE)
+			continue;
+		if (x->pre == on_notify && !blkfront_layout_given())
+			continue;
+		if (x->entry == in_cbs && !sym_free_callback_list)
+			continue;
+		x->wanted = true;
+		if (probe_register(x, false) && x->required) {
+			pr_err("refusing to load: cannot probe %s (error %d)\n", x->sym, x->err);
+			err = x->err;
+			group_unregister(G_CORE);
+			mutex_unlock(&probe_mutex);
+			free_buffers();
+			return err;
+		}
+	}
+	err = register_module_notifier(&module_nb);
+	if (err) {
+		group_unregister(G_CORE);
+		mutex_unlock(&probe_mutex);
+		free_buffers();
+		return err;
+	}
+	blkfront_register(true);	/* if xen_blkfront is loaded already */
+	mutex_unlock(&probe_mutex);
+
+	dbg_dir = debugfs_create_dir("xenrig_trace", NULL);
+	debugfs_create_file("trace", 0400, dbg_dir, NULL, &trace_fops);
+	debugfs_create_file("stats", 0444, dbg_dir, NULL, &stats_fops);
+	debugfs_create_file("ctl", 0200, dbg_dir, NULL, &ctl_fops);
+
+	if (autostart)
+		emit_config();
+	pr_info("loaded: %u MiB buffer, %u grant refs, blkfront %s, cb_fire %s\n",
+		buf_mb, gref_max, blkfront_state, sym_free_callback_list ? "on" : "off");
+	return 0;
+}
+
+static void __exit xenrig_trace_exit(void)
+{
+	debugfs_remove_recursive(dbg_dir);
+	unregister_module_notifier(&module_nb);
+	mutex_lock(&probe_mutex);
+	group_unregister(G_BLKFRONT);
+	group_unregister(G_CORE);
+	mutex_unlock(&probe_mutex);
+	free_buffers();
+}
+
+module_init(xenrig_trace_init);
+module_exit(xenrig_trace_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_VERSION("1");
+MODULE_DESCRIPTION("xenrig: trace grant-table calls and blkif rings of the guest's Xen frontends");
