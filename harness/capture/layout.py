@@ -1,0 +1,106 @@
+"""Where xen-blkfront keeps its rings: member offsets from the module's DWARF.
+
+xenrig_trace (guest-kernel/xenrig_trace) reads blkfront's private structs
+(`struct blkfront_ring_info`, `struct blkfront_info`, defined inside
+drivers/block/xen-blkfront.c, so in no header) to find each ring's shared
+page, its first ring-ref and its irq.  The offsets depend on the exact build,
+so the harness reads them from the very xen-blkfront.ko it loads and passes
+them to insmod.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from elftools.dwarf.die import DIE
+from elftools.elf.elffile import ELFFile
+
+# struct -> {key: member}: what xenrig_trace's module parameters need.
+WANTED = {
+    "blkfront_ring_info": {"ring": "ring", "ring_ref": "ring_ref", "irq": "irq"},
+    "blkfront_info": {"info_rinfo": "rinfo", "info_rinfo_size": "rinfo_size"},
+}
+
+# insmod parameter of xenrig_trace for each key.
+MODULE_PARAMS = {
+    "ring": "off_ring",
+    "ring_ref": "off_ring_ref",
+    "irq": "off_irq",
+    "info_rinfo": "off_info_rinfo",
+    "info_rinfo_size": "off_info_rinfo_size",
+}
+
+
+class LayoutError(Exception):
+    """The object has no usable definition of a struct or member we need."""
+
+
+def _name(die: DIE) -> str | None:
+    attr = die.attributes.get("DW_AT_name")
+    if attr is None:
+        return None
+    value = attr.value
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _member_offset(member: DIE) -> int:
+    attr = member.attributes.get("DW_AT_data_member_location")
+    if attr is None:
+        # A union member, or the first member in some producers: offset 0.
+        return 0
+    if isinstance(attr.value, int):
+        return attr.value
+    # DWARF 2/3 location expression: DW_OP_plus_uconst <n>.
+    expr = attr.value
+    if len(expr) >= 2 and expr[0] == 0x23:
+        value, shift = 0, 0
+        for byte in expr[1:]:
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+    raise LayoutError(f"member {_name(member)!r}: unsupported location {expr!r}")
+
+
+def struct_offsets(path: str | Path, wanted: dict[str, dict[str, str]]) -> dict[str, int]:
+    """Offsets of the members `wanted` ({struct: {key: member}}) in object `path`."""
+    found: dict[str, int] = {}
+    todo = {name: dict(members) for name, members in wanted.items()}
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        if not elf.has_dwarf_info():
+            raise LayoutError(f"{path}: no DWARF debug info (build with debug info)")
+        dwarf = elf.get_dwarf_info()
+        for cu in dwarf.iter_CUs():
+            for die in cu.iter_DIEs():
+                if die.tag != "DW_TAG_structure_type" or "DW_AT_declaration" in die.attributes:
+                    continue
+                name = _name(die)
+                if name not in todo:
+                    continue
+                members = {_name(child): child for child in die.iter_children()
+                           if child.tag == "DW_TAG_member"}
+                for key, member in todo.pop(name).items():
+                    if member not in members:
+                        raise LayoutError(f"{path}: struct {name} has no member {member!r}")
+                    found[key] = _member_offset(members[member])
+            if not todo:
+                break
+    if todo:
+        raise LayoutError(f"{path}: no definition of struct {', struct '.join(sorted(todo))} "
+                          "in its DWARF")
+    return found
+
+
+def blkfront_offsets(ko_path: str | Path) -> dict[str, int]:
+    """Offsets in xen-blkfront.ko: ring, ring_ref, irq (struct blkfront_ring_info)
+    and info_rinfo, info_rinfo_size (struct blkfront_info)."""
+    return struct_offsets(ko_path, WANTED)
+
+
+def insmod_args(offsets: dict[str, int]) -> list[str]:
+    """`off_ring=N ...` arguments for insmod xenrig_trace.ko."""
+    return [f"{MODULE_PARAMS[key]}={offsets[key]}" for key in MODULE_PARAMS]
+
+
+__all__ = ["LayoutError", "MODULE_PARAMS", "blkfront_offsets", "insmod_args", "struct_offsets"]
