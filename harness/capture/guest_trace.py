@@ -1,0 +1,225 @@
+"""The guest's view: xenrig_trace's lines turned into schema-v1 events.
+
+guest-kernel/xenrig_trace writes one JSON line per call it saw, in the
+schema's shape but with private fields (names starting with `_`) that only
+this step uses.  docs/capture.md describes the lines; this module does the
+post-processing it promises, in this order:
+
+1. refuse an incomplete capture: `_dropped` (the module's buffer was full),
+   `_missed` (a probe did not run, or something could not be read) and
+   `_unsupported` (a call schema v1 cannot express) make a ValueError, and
+   so does a `gnt.cb_request` when the module was loaded without the
+   callback list's address (`_config` says `cb_fire: false`): the model
+   would then wait for callbacks it is never told ran;
+2. drop calls made inside another traced call (`_nested`);
+3. order the events by `_c` (the order their calls began; `_s` orders the
+   events one call produced);
+4. put each response of a blkif_interrupt (`_batch`) just before the first
+   end of access to a grant of its request made inside that interrupt, so
+   that a request's grants are ended after its response and before the
+   next response, as blkfront does (the module can only read the responses
+   when the handler returns);
+5. name the rings: `gref:N` (the ring's first ring-ref) becomes the name
+   `ring_names[N]` the harness read from xenstore (e.g. `xvda/0`);
+6. strip the private fields, set `dom` to the guest's domid, and make `t_ns`
+   non-decreasing in that order (a moved response takes the time of the
+   event it precedes).
+
+Each event is then checked against the schema (with a stand-in `seq`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import msgspec
+
+from harness.trace.schema import AnyEvent
+
+GUEST_KINDS = frozenset({
+    "gnt.grant", "gnt.end", "gnt.deferred_end", "gnt.alloc", "gnt.claim", "gnt.release",
+    "gnt.free", "gnt.free_chain", "gnt.expand", "gnt.cb_request", "gnt.cb_fire",
+    "gnt.cb_cancel", "blkif.req", "ring.push", "blkif.rsp",
+})
+RING_KINDS = frozenset({"blkif.req", "ring.push", "blkif.rsp"})
+HEAD_FIELDS = ("t_ns", "dom", "src", "kind")
+RING_PREFIX = "gref:"
+
+_validator = msgspec.json.Decoder(AnyEvent)
+
+
+class _Line:
+    __slots__ = ("number", "text", "ev", "key")
+
+    def __init__(self, number: int, text: str, ev: dict):
+        self.number = number
+        self.text = text
+        self.ev = ev
+        self.key: tuple = ()
+
+
+def _fail(line: _Line | None, number: int, text: str, problem: str) -> ValueError:
+    if line is not None:
+        number, text = line.number, line.text
+    excerpt = text if len(text) <= 200 else text[:200] + "..."
+    return ValueError(f"guest trace line {number}: {problem}: {excerpt}")
+
+
+def _int(ev: dict, field: str, line: _Line) -> int:
+    value = ev.get(field)
+    if type(value) is not int:
+        raise _fail(line, 0, "", f"field {field!r} must be an integer")
+    return value
+
+
+def _read(lines: Iterable[str]) -> tuple[list[_Line], list[_Line]]:
+    """Events and `_config` lines, after refusing markers of an incomplete capture."""
+    events: list[_Line] = []
+    configs: list[_Line] = []
+    for number, raw in enumerate(lines, start=1):
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        text = text.strip()
+        if not text:
+            continue
+        try:
+            ev = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _fail(None, number, text, f"not valid JSON ({exc.msg})") from None
+        if not isinstance(ev, dict) or not isinstance(ev.get("kind"), str):
+            raise _fail(None, number, text, "not a JSON object with a string `kind`")
+        line = _Line(number, text, ev)
+        kind = ev["kind"]
+        if kind == "_dropped":
+            raise _fail(line, 0, "", f"the capture buffer was full and {ev.get('count', '?')} "
+                        "events were lost (load xenrig_trace with a larger buf_mb, or read "
+                        "the trace more often)")
+        if kind == "_missed":
+            raise _fail(line, 0, "", f"the capture missed {ev.get('count', '?')} event(s) at "
+                        f"{ev.get('probe', '?')!r}")
+        if kind == "_unsupported":
+            raise _fail(line, 0, "", f"the guest called {ev.get('call', '?')}, which trace "
+                        "schema v1 cannot express")
+        if kind == "_config":
+            configs.append(line)
+            continue
+        if kind not in GUEST_KINDS:
+            raise _fail(line, 0, "", f"unknown guest event kind {kind!r}")
+        _int(ev, "t_ns", line)
+        _int(ev, "_c", line)
+        if ev.get("_nested"):
+            continue
+        events.append(line)
+    return events, configs
+
+
+def _check_callbacks(events: list[_Line], configs: list[_Line]) -> None:
+    blind = [c for c in configs if c.ev.get("cb_fire") is False]
+    if not blind:
+        return
+    for line in events:
+        if line.ev["kind"] == "gnt.cb_request":
+            raise _fail(line, 0, "", "a free callback was requested, but xenrig_trace was loaded "
+                        "without sym_free_callback_list, so callbacks that ran are not in the "
+                        f"trace (see its _config on line {blind[0].number})")
+
+
+def _request_grefs(ev: dict) -> set[int]:
+    grefs = {seg[0] for seg in ev.get("segs", ()) if isinstance(seg, list) and seg}
+    grefs.update(ev.get("indirect_grefs", ()))
+    return grefs
+
+
+def _place_responses(events: list[_Line]) -> None:
+    """Sort keys: responses of each interrupt go before the first end of their grants."""
+    tagged: dict[int, list[int]] = {}
+    for pos, line in enumerate(events):
+        ev = line.ev
+        line.key = (pos, 1, 0)
+        batch = ev.get("_batch")
+        if batch is not None and ev["kind"] != "blkif.rsp":
+            tagged.setdefault(batch, []).append(pos)
+
+    inflight: dict[tuple[str, int], set[int]] = {}
+    pos = 0
+    while pos < len(events):
+        ev = events[pos].ev
+        kind = ev["kind"]
+        if kind == "blkif.req":
+            inflight[(ev.get("ring"), ev.get("id"))] = _request_grefs(ev)
+        if kind != "blkif.rsp" or ev.get("_batch") is None:
+            pos += 1
+            continue
+        # One interrupt's responses: consecutive, in index order (`_s`).
+        batch = ev["_batch"]
+        end = pos
+        while end < len(events) and events[end].ev["kind"] == "blkif.rsp" \
+                and events[end].ev.get("_batch") == batch:
+            end += 1
+        responses = events[pos:end]
+        owned = [inflight.pop((r.ev.get("ring"), r.ev.get("id")), set()) for r in responses]
+        placed = 0
+        last = None
+        for tpos in tagged.get(batch, ()):
+            last = tpos
+            tev = events[tpos].ev
+            if tev["kind"] != "gnt.end" or placed == len(responses):
+                continue
+            ref = tev.get("ref")
+            for j in range(placed, len(responses)):
+                if ref in owned[j]:
+                    for k in range(placed, j + 1):
+                        responses[k].key = (tpos, 0, k)
+                    placed = j + 1
+                    break
+        if last is not None:
+            for k in range(placed, len(responses)):
+                responses[k].key = (last, 2, k)
+        pos = end
+
+
+def _finish(line: _Line, guest_domid: int, ring_names: dict[int, str]) -> dict:
+    ev = line.ev
+    out = {"t_ns": ev["t_ns"], "dom": guest_domid, "src": "guest", "kind": ev["kind"]}
+    for field, value in ev.items():
+        if field.startswith("_") or field in out or field in ("dom", "src", "seq"):
+            continue
+        out[field] = value
+    if ev["kind"] in RING_KINDS:
+        ring = ev.get("ring")
+        if not isinstance(ring, str) or not ring.startswith(RING_PREFIX):
+            raise _fail(line, 0, "", f"ring {ring!r} is not {RING_PREFIX}<ring-ref>")
+        try:
+            out["ring"] = ring_names[int(ring[len(RING_PREFIX):])]
+        except (KeyError, ValueError):
+            raise _fail(line, 0, "", f"no ring name for {ring!r} (ring_names knows ring-refs "
+                        f"{sorted(ring_names)})") from None
+    return out
+
+
+def parse_guest_lines(lines: Iterable[str], guest_domid: int,
+                      ring_names: dict[int, str]) -> list[dict]:
+    """Schema-shaped guest events (without `seq`) from xenrig_trace's lines.
+
+    `ring_names` maps a ring's first ring-ref to its schema name ("xvda/0").
+    Raises ValueError naming the line for malformed or incomplete input.
+    """
+    events, configs = _read(lines)
+    _check_callbacks(events, configs)
+    events.sort(key=lambda line: (line.ev["_c"], line.ev.get("_s", 0)))
+    _place_responses(events)
+    events.sort(key=lambda line: line.key)
+    out: list[dict] = []
+    last_t = 0
+    for line in events:
+        ev = _finish(line, guest_domid, ring_names)
+        ev["t_ns"] = last_t = max(ev["t_ns"], last_t)
+        try:
+            _validator.decode(json.dumps({"seq": 1, **ev}))
+        except msgspec.ValidationError as exc:
+            raise _fail(line, 0, "", f"does not fit trace schema v1 ({exc})") from None
+        out.append(ev)
+    return out
+
+
+__all__ = ["GUEST_KINDS", "parse_guest_lines"]

@@ -1,0 +1,230 @@
+"""xenrig_trace's lines -> schema events (harness/capture/guest_trace.py).
+
+The sample lines are shaped exactly as guest-kernel/xenrig_trace writes them
+(field order, private fields, DOMID_SELF), for one blkfront ring: the ring
+page granted by xenbus, a direct read and an indirect write queued, one
+interrupt that consumed both responses, and a grant ended through
+gnttab_end_foreign_access.  The result must replay through the model.
+"""
+
+import json
+
+import msgspec
+import pytest
+
+from harness.capture.guest_trace import parse_guest_lines
+from harness.check import replay
+from harness.trace.schema import AnyEvent, Header
+
+GUEST = 3
+RING_NAMES = {8: "xvda/0"}
+LIST_END = 4294967295
+BATCH = 50  # the blkif_interrupt call's _c
+
+
+def line(c, kind, *, sub=0, t_end=False, task=412, batch=None, **fields):
+    """One line as the module formats it (ev_open ... ev_close)."""
+    ev = {"t_ns": 5_000_000 + 1000 * c + sub, "dom": 32752, "src": "guest", "kind": kind, **fields,
+          "_c": c}
+    if sub:
+        ev["_s"] = sub
+    if t_end:
+        ev["_t_end"] = ev["t_ns"] + 700
+    ev["_task"] = task
+    ev["_cpu"] = 0
+    if batch is not None:
+        ev["_batch"] = batch
+    return json.dumps(ev, separators=(",", ":"))
+
+
+def ring_setup_lines():
+    return [
+        '{"kind":"_config","t_ns":4990000,"_c":1,"version":1,"cb_fire":true,"blkfront":"registered"}',
+        line(2, "gnt.alloc", t_end=True, count=1, head=8),
+        line(3, "gnt.claim", t_end=True, head=8, ref=8),
+        line(4, "gnt.grant", ref=8, to=0, frame=4100, ro=False, alloc=False),
+    ]
+
+
+INDIRECT_SEGS = [[ref, 0, 7] for ref in range(11, 23)]
+
+
+def io_lines():
+    """Two blkif_queue_rq calls and one blkif_interrupt, in the module's buffer order."""
+    lines = [
+        # read, id 0, one segment
+        line(5, "gnt.alloc", t_end=True, count=1, head=9),
+        line(6, "gnt.claim", t_end=True, head=9, ref=9),
+        line(7, "gnt.grant", ref=9, to=0, frame=5000, ro=False, alloc=False),
+        line(8, "gnt.free_chain", head=LIST_END),
+        line(9, "blkif.req", ring="gref:8", idx=0, op=0, id=0, sector=2048, segs=[[9, 0, 7]]),
+        line(10, "ring.push", ring="gref:8", old=0, new=1, notify=True, req_event=1,
+             _rinfo="ffff888004a1c000"),
+        # indirect write, id 1: the indirect page is claimed and granted first
+        line(11, "gnt.alloc", t_end=True, count=13, head=10),
+        line(12, "gnt.claim", t_end=True, head=10, ref=10),
+        line(13, "gnt.grant", ref=10, to=0, frame=6000, ro=False, alloc=False),
+    ]
+    c = 14
+    for ref in range(11, 23):
+        lines.append(line(c, "gnt.claim", t_end=True, head=ref, ref=ref))
+        lines.append(line(c + 1, "gnt.grant", ref=ref, to=0, frame=6000 + ref, ro=False, alloc=False))
+        c += 2
+    lines += [
+        line(c, "gnt.free_chain", head=LIST_END),
+        line(c + 1, "blkif.req", ring="gref:8", idx=1, op=6, id=1, sector=4096, indirect_op=1,
+             nr_segments=12, indirect_grefs=[10], segs=INDIRECT_SEGS),
+        line(c + 2, "ring.push", ring="gref:8", old=1, new=2, notify=False, req_event=1,
+             _rinfo="ffff888004a1c000"),
+    ]
+    # blkif_interrupt (_c 50, hard irq: _task 0): blkif_completion ends each
+    # request's grants (data pages, then the indirect page) while consuming
+    # it; the module writes the responses only when the handler returns.
+    ends = [9] + list(range(11, 23)) + [10]
+    for i, ref in enumerate(ends):
+        lines.append(line(BATCH + 1 + i, "gnt.end", t_end=True, task=0, batch=BATCH,
+                          ref=ref, ok=True, mode="try"))
+    lines += [
+        line(BATCH, "blkif.rsp", sub=1, task=0, batch=BATCH, ring="gref:8", idx=0, id=0, op=0,
+             status=0),
+        line(BATCH, "blkif.rsp", sub=2, task=0, batch=BATCH, ring="gref:8", idx=1, id=1, op=1,
+             status=0),
+    ]
+    return lines
+
+
+def teardown_lines():
+    # gnttab_grant_foreign_access (with the _ref call it makes inside, in a
+    # build that does not inline it), then gnttab_end_foreign_access, whose
+    # result comes from the low-level end it runs.
+    return [
+        line(81, "gnt.grant", ref=23, to=0, frame=7000, ro=False, alloc=False, _nested=1),
+        line(80, "gnt.grant", t_end=True, ref=23, to=0, frame=7000, ro=False, alloc=True),
+        line(82, "gnt.end", t_end=True, ref=23, ok=True, mode="end"),
+    ]
+
+
+def all_lines():
+    return ring_setup_lines() + io_lines() + teardown_lines()
+
+
+def with_harness_events(guest_events):
+    """Number the events and add what the harness synthesizes from xenstore."""
+    setup = [
+        {"t_ns": guest_events[2]["t_ns"], "dom": GUEST, "src": "guest", "kind": "ring.setup",
+         "ring": "xvda/0", "grefs": [8], "backend": 0, "nr_ents": 32},
+        {"t_ns": guest_events[2]["t_ns"], "dom": GUEST, "src": "guest", "kind": "blkif.connect",
+         "ring": "xvda/0", "persistent": False, "max_indirect": 32},
+    ]
+    ordered = guest_events[:3] + setup + guest_events[3:]
+    decoder = msgspec.json.Decoder(AnyEvent)
+    return [decoder.decode(json.dumps({"seq": i, **ev})) for i, ev in enumerate(ordered, start=1)]
+
+
+def header():
+    return Header(v=1, policy="linux-6.1", backend="blkback", guest=GUEST, backend_dom=0)
+
+
+def test_events_are_schema_shaped_and_replay():
+    events = parse_guest_lines(all_lines(), GUEST, RING_NAMES)
+    assert all(ev["dom"] == GUEST and ev["src"] == "guest" for ev in events)
+    assert not any(k.startswith("_") for ev in events for k in ev)
+    assert [ev["t_ns"] for ev in events] == sorted(ev["t_ns"] for ev in events)
+    verdict = replay(with_harness_events(events), header=header())
+    assert verdict.outcome == "PASS", verdict.summary()
+
+
+def test_responses_go_before_the_ends_of_their_grants():
+    events = parse_guest_lines(all_lines(), GUEST, RING_NAMES)
+    tail = [(ev["kind"], ev.get("idx", ev.get("ref"))) for ev in events
+            if ev["kind"] in ("blkif.rsp", "gnt.end")]
+    assert tail[:3] == [("blkif.rsp", 0), ("gnt.end", 9), ("blkif.rsp", 1)]
+    assert tail[3:] == [("gnt.end", ref) for ref in [*range(11, 23), 10, 23]]
+    rsp1 = next(ev for ev in events if ev["kind"] == "blkif.rsp" and ev["idx"] == 1)
+    assert rsp1 == {"t_ns": rsp1["t_ns"], "dom": GUEST, "src": "guest", "kind": "blkif.rsp",
+                    "ring": "xvda/0", "idx": 1, "id": 1, "op": 1, "status": 0}
+
+
+def test_both_responses_first_would_diverge():
+    # What the raw order (all responses at the interrupt's entry) would mean
+    # to the model: the next response before the first request's grants end.
+    events = parse_guest_lines(all_lines(), GUEST, RING_NAMES)
+    rsps = [ev for ev in events if ev["kind"] == "blkif.rsp"]
+    rest = [ev for ev in events if ev["kind"] != "blkif.rsp"]
+    first_end = next(i for i, ev in enumerate(rest) if ev["kind"] == "gnt.end")
+    naive = rest[:first_end] + rsps + rest[first_end:]
+    verdict = replay(with_harness_events(naive), header=header())
+    assert verdict.outcome == "FAIL" and verdict.divergence.rule == "blkif.grant-not-ended"
+
+
+def test_indirect_request_fields():
+    events = parse_guest_lines(all_lines(), GUEST, RING_NAMES)
+    req = next(ev for ev in events if ev["kind"] == "blkif.req" and ev["op"] == 6)
+    assert req == {"t_ns": req["t_ns"], "dom": GUEST, "src": "guest", "kind": "blkif.req",
+                   "ring": "xvda/0", "idx": 1, "op": 6, "id": 1, "sector": 4096, "indirect_op": 1,
+                   "nr_segments": 12, "indirect_grefs": [10], "segs": INDIRECT_SEGS}
+    push = next(ev for ev in events if ev["kind"] == "ring.push" and ev["new"] == 2)
+    assert push["notify"] is False and "_rinfo" not in push
+
+
+def test_nested_call_dropped_and_outer_kept():
+    events = parse_guest_lines(all_lines(), GUEST, RING_NAMES)
+    grants = [ev for ev in events if ev["kind"] == "gnt.grant" and ev["ref"] == 23]
+    assert len(grants) == 1 and grants[0]["alloc"] is True
+    end = next(ev for ev in events if ev["kind"] == "gnt.end" and ev["ref"] == 23)
+    assert (end["mode"], end["ok"]) == ("end", True)
+
+
+def test_unread_indirect_segments_are_allowed():
+    lines = ring_setup_lines() + [
+        line(9, "blkif.req", ring="gref:8", idx=0, op=6, id=0, sector=0, indirect_op=0,
+             nr_segments=600, indirect_grefs=[30, 31], segs=[], _segs_unread=1),
+    ]
+    (req,) = [ev for ev in parse_guest_lines(lines, GUEST, RING_NAMES) if ev["kind"] == "blkif.req"]
+    assert req["segs"] == [] and req["nr_segments"] == 600 and "_segs_unread" not in req
+
+
+@pytest.mark.parametrize("marker, words", [
+    ('{"kind":"_dropped","t_ns":5100000,"count":17}', "buffer was full and 17 events"),
+    ('{"kind":"_missed","t_ns":5100000,"probe":"xen_blkfront:blkif_interrupt","count":2}',
+     "missed 2 event(s) at 'xen_blkfront:blkif_interrupt'"),
+    ('{"t_ns":5100000,"dom":32752,"src":"guest","kind":"_unsupported",'
+     '"call":"gnttab_alloc_grant_reference_seq","_c":90,"_task":1,"_cpu":0}',
+     "gnttab_alloc_grant_reference_seq"),
+])
+def test_incomplete_capture_is_an_error(marker, words):
+    lines = all_lines()
+    lines.insert(20, marker)
+    with pytest.raises(ValueError, match="guest trace line 21") as info:
+        parse_guest_lines(lines, GUEST, RING_NAMES)
+    assert words in str(info.value)
+
+
+def test_callbacks_need_the_list_address():
+    lines = [
+        '{"kind":"_config","t_ns":1,"_c":1,"version":1,"cb_fire":false,"blkfront":"registered"}',
+        line(2, "gnt.cb_request", cb=18446612682148020416, count=33),
+    ]
+    with pytest.raises(ValueError, match="line 2: .*sym_free_callback_list"):
+        parse_guest_lines(lines, GUEST, RING_NAMES)
+
+
+def test_callback_addresses_fit_the_schema():
+    cb = 18446612682148020416  # a kernel address, above 2**63
+    lines = [line(2, "gnt.cb_request", cb=cb, count=33), line(3, "gnt.cb_fire", cb=cb, sub=1)]
+    assert [ev["cb"] for ev in parse_guest_lines(lines, GUEST, {})] == [cb, cb]
+
+
+@pytest.mark.parametrize("bad, words", [
+    ('{"t_ns":1,"kind":"gnt.free"', "not valid JSON"),
+    ('[1,2]', "not a JSON object"),
+    (line(5, "gnt.bogus", ref=1), "unknown guest event kind 'gnt.bogus'"),
+    ('{"t_ns":1,"dom":32752,"src":"guest","kind":"gnt.free","ref":9}', "'_c' must be an integer"),
+    (line(5, "gnt.free", ref=-1), "does not fit trace schema v1"),
+    (line(5, "blkif.rsp", ring="gref:99", idx=0, id=0, op=0, status=0), "no ring name for 'gref:99'"),
+])
+def test_malformed_lines_name_the_line(bad, words):
+    lines = ring_setup_lines() + ["", bad]
+    with pytest.raises(ValueError, match=r"guest trace line 6") as info:
+        parse_guest_lines(lines, GUEST, RING_NAMES)
+    assert words in str(info.value)
