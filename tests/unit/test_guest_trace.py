@@ -8,6 +8,8 @@ gnttab_end_foreign_access.  The result must replay through the model.
 """
 
 import json
+import re
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -228,3 +230,10 @@ def test_malformed_lines_name_the_line(bad, words):
     with pytest.raises(ValueError, match=r"guest trace line 6") as info:
         parse_guest_lines(lines, GUEST, RING_NAMES)
     assert words in str(info.value)
+
+
+def test_capture_doc_example_lines():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "capture.md").read_text()
+    block = re.search(r"Example lines.*?```json\n(.*?)```", doc, re.S).group(1)
+    events = parse_guest_lines(block.splitlines(), GUEST, RING_NAMES)
+    assert [ev["kind"] for ev in events] == ["blkif.req", "ring.push", "blkif.rsp", "gnt.end"]
