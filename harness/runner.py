@@ -139,7 +139,12 @@ def judge_capture(session: CaptureSession, steps: StepRunner | None, timeline: T
             {"series": full.pop("series", None), "ledger": full.pop("ledger", None)}, default=str))
         info["verdict"] = full
         results = steps.judge(expectations, verdict.divergence) if steps else []
-        if verdict.outcome == "PASS":
+        guest_events = sum(1 for e in events if e.src == "guest")
+        if verdict.outcome == "PASS" and not guest_events:
+            # A capture that recorded nothing of the guest cannot vouch for it.
+            results.append(CheckResult("trace.model", ERROR, "the trace holds no guest event: the capture saw nothing",
+                                       json.dumps(session.stats, indent=1)))
+        elif verdict.outcome == "PASS":
             results.append(CheckResult("trace.model", PASS, f"the model accepts all {len(events)} events of the trace",
                                        f"kinds: {dict(sorted(verdict.kinds.items()))}" if verdict.kinds else ""))
         elif verdict.divergence is not None:
