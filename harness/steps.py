@@ -142,8 +142,9 @@ class StepRunner:
             evidence = json.dumps({k: v for k, v in rec.result.items() if not k.startswith("_")}, sort_keys=True)
             problems = []
             for key, want in rec.step.expect.items():
-                want_v = self._value(want, cid)
                 got = rec.result.get(key)
+                # Text results (e.g. hex bytes) compare as text, not as numbers.
+                want_v = self._resolve(str(want), cid) if isinstance(got, str) else self._value(want, cid)
                 if got != want_v:
                     problems.append((key, want, want_v, got))
             rule = f"gnttab.{rec.op}.status" if rec.op and rec.op in ("query_size", "setup_table", "map", "unmap", "copy", "transfer") else None

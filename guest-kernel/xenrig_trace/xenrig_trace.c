@@ -57,16 +57,19 @@
 static int off_ring = -1;		/* blkfront_ring_info.ring */
 static int off_ring_ref = -1;		/* blkfront_ring_info.ring_ref */
 static int off_irq = -1;		/* blkfront_ring_info.irq */
+static int off_push = -1;		/* blkif_queue_rq: the store of req_prod */
 static int off_info_rinfo = -1;		/* blkfront_info.rinfo */
 static int off_info_rinfo_size = -1;	/* blkfront_info.rinfo_size */
 module_param(off_ring, int, 0444);
 module_param(off_ring_ref, int, 0444);
 module_param(off_irq, int, 0444);
+module_param(off_push, int, 0444);
 module_param(off_info_rinfo, int, 0444);
 module_param(off_info_rinfo_size, int, 0444);
 MODULE_PARM_DESC(off_ring, "offsetof(struct blkfront_ring_info, ring) in the loaded xen-blkfront.ko");
 MODULE_PARM_DESC(off_ring_ref, "offsetof(struct blkfront_ring_info, ring_ref)");
 MODULE_PARM_DESC(off_irq, "offsetof(struct blkfront_ring_info, irq)");
+MODULE_PARM_DESC(off_push, "offset in blkif_queue_rq of the instruction that stores sring->req_prod (RING_PUSH_REQUESTS)");
 MODULE_PARM_DESC(off_info_rinfo, "offsetof(struct blkfront_info, rinfo)");
 MODULE_PARM_DESC(off_info_rinfo_size, "offsetof(struct blkfront_info, rinfo_size)");
 
@@ -271,6 +274,7 @@ enum group { G_CORE, G_BLKFRONT };
 
 struct xprobe {
 	const char *sym;
+	const int *offset;	/* into the function, for probes inside one */
 	enum group group;
 	bool required;		/* core: refuse to load without it */
 	bool ret;		/* kretprobe */
@@ -804,9 +808,12 @@ out:
 
 /*
  * What this module knows of each blkfront ring.  `emitted` is the req_prod
- * up to which requests are in the trace: requests are published by the
- * first observer after a push (blkif_queue_rq's return, or an interrupt on
- * the same ring that slipped in between the push and that return).
+ * up to which pushes are in the trace (ring.push lines); `reqs_done` the
+ * index up to which requests are.  Requests are read at the push site
+ * itself, just before the store that makes them visible to the backend:
+ * read any later (at blkif_queue_rq's return) and a backend on another CPU
+ * may already have answered, overwriting the slot with its response (seen
+ * in a real capture: a 1-segment read came out as a 0-segment request).
  */
 #define MAX_RINGS 64
 
@@ -816,10 +823,14 @@ struct ring_state {
 	u32 ref0, irq;
 	atomic_t notifies;	/* notify_remote_via_irq(irq) calls */
 	int notify_snap;	/* notifies when the current queue_rq began */
+	RING_IDX req_event_snap;	/* sring->req_event when it began */
 	int queue_active;	/* blkif_queue_rq calls in progress */
 	bool emitted_valid;
 	RING_IDX emitted;
+	RING_IDX reqs_done;
 };
+
+static DEFINE_PER_CPU(void *, cur_rinfo);	/* the ring blkif_queue_rq works on */
 
 static struct ring_state rings[MAX_RINGS];
 static int nr_rings;
@@ -837,7 +848,7 @@ struct rinfo_view {
 static bool blkfront_layout_given(void)
 {
 	return off_ring >= 0 && off_ring_ref >= 0 && off_irq >= 0 &&
-	       off_info_rinfo >= 0 && off_info_rinfo_size >= 0;
+	       off_info_rinfo >= 0 && off_info_rinfo_size >= 0 && off_push >= 0;
 }
 
 enum { RINFO_BAD = -1, RINFO_NO_RING = 0, RINFO_OK = 1 };
@@ -911,6 +922,7 @@ static struct ring_state *ring_get(void *rinfo, const struct rinfo_view *v)
 	WRITE_ONCE(rs->irq, v->irq);
 	if (!rs->emitted_valid) {
 		rs->emitted = READ_ONCE(v->fr.sring->req_prod);
+		rs->reqs_done = rs->emitted;
 		rs->emitted_valid = true;
 	}
 	return rs;
@@ -1041,14 +1053,59 @@ static void publish(struct ring_state *rs, const struct rinfo_view *v)
 		return;
 	}
 	virt_rmb();
-	for (idx = old; idx != new; idx++)
+	/* Requests the push site already read are not read again. */
+	idx = (rs->reqs_done - old <= new - old) ? rs->reqs_done : old;
+	for (; idx != new; idx++)
 		emit_request(v, idx);
+	rs->reqs_done = new;
 	call_begin(&cl);
 	ev_open(&l, "ring.push", cl.t);
-	lp(&l, ",\"ring\":\"gref:%u\",\"old\":%u,\"new\":%u,\"notify\":%s,\"req_event\":%u,\"_rinfo\":\"%px\"",
-	   v->ref0, old, new, jbool(atomic_read(&rs->notifies) != rs->notify_snap),
-	   READ_ONCE(v->fr.sring->req_event), rs->rinfo);
+	lp(&l, ",\"ring\":\"gref:%u\",\"old\":%u,\"new\":%u,\"notify\":%s",
+	   v->ref0, old, new, jbool(atomic_read(&rs->notifies) != rs->notify_snap));
+	/*
+	 * The frontend decided to notify with the req_event it read right after
+	 * the push, which we cannot see (the push is inlined).  The backend only
+	 * moves req_event forward; if it did not move between the start of
+	 * blkif_queue_rq and now, the frontend used this value.  Otherwise the
+	 * value it used is unknown and the field is left out (the model then
+	 * does not judge this notify).
+	 */
+	if (READ_ONCE(v->fr.sring->req_event) == rs->req_event_snap)
+		lp(&l, ",\"req_event\":%u", rs->req_event_snap);
+	lp(&l, ",\"_rinfo\":\"%px\"", rs->rinfo);
 	ev_close(&l, &cl, 0, 0);
+}
+
+/*
+ * At the store of req_prod in blkif_queue_rq (the RING_PUSH_REQUESTS of the
+ * inlined flush_requests): req_prod_pvt is the new producer index, the
+ * shared req_prod still the old one, and the requests in between are written
+ * but not yet visible to the backend.  Read them now.
+ */
+static int on_push(struct kprobe *p, struct pt_regs *regs)
+{
+	void *rinfo = this_cpu_read(cur_rinfo);
+	struct rinfo_view v;
+	struct ring_state *rs;
+	RING_IDX idx, pvt;
+
+	hit_kp(p);
+	if (!rinfo || !ring_view(rinfo, &v, "push-site-layout"))
+		return 0;
+	spin_lock(&rings_lock);
+	rs = ring_get(rinfo, &v);
+	if (rs && READ_ONCE(tracing)) {
+		pvt = v.fr.req_prod_pvt;
+		if (pvt - rs->reqs_done > v.fr.nr_ents) {
+			lost("blkif.push-site-jump", pvt - rs->reqs_done);
+		} else {
+			for (idx = rs->reqs_done; idx != pvt; idx++)
+				emit_request(&v, idx);
+		}
+		rs->reqs_done = pvt;
+	}
+	spin_unlock(&rings_lock);
+	return 0;
 }
 
 struct d_queue {
@@ -1071,7 +1128,9 @@ static int in_queue_rq(struct kretprobe_instance *ri, struct pt_regs *regs)
 	rs = ring_get(d->rinfo, &v);
 	if (rs) {
 		rs->notify_snap = atomic_read(&rs->notifies);
+		rs->req_event_snap = READ_ONCE(v.fr.sring->req_event);
 		rs->queue_active++;
+		this_cpu_write(cur_rinfo, d->rinfo);
 		skip = 0;
 	}
 	spin_unlock(&rings_lock);
@@ -1099,6 +1158,7 @@ static int out_queue_rq(struct kretprobe_instance *ri, struct pt_regs *regs)
 		if (rs->queue_active)
 			rs->queue_active--;
 		publish(rs, &v);
+		this_cpu_write(cur_rinfo, NULL);
 	}
 	spin_unlock(&rings_lock);
 out:
@@ -1215,6 +1275,8 @@ static struct xprobe probes[] = {
 	KP("notify_remote_via_irq", G_CORE, true, on_notify),
 	KRP("xen_blkfront:blkif_queue_rq", G_BLKFRONT, false, in_queue_rq, out_queue_rq,
 	    struct d_queue),
+	{ .sym = "xen_blkfront:blkif_queue_rq", .offset = &off_push, .group = G_BLKFRONT,
+	  .required = false, .pre = on_push },
 	KRP("xen_blkfront:blkif_interrupt", G_BLKFRONT, false, in_blk_irq, out_blk_irq,
 	    struct d_irq),
 };
@@ -1308,6 +1370,7 @@ static int probe_register(struct xprobe *x, bool quiet)
 	} else {
 		memset(&x->kp, 0, sizeof(x->kp));
 		x->kp.symbol_name = x->sym;
+		x->kp.offset = x->offset ? *x->offset : 0;
 		x->kp.pre_handler = xr_pre;
 		x->err = register_kprobe(&x->kp);
 	}

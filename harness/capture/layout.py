@@ -10,6 +10,8 @@ them to insmod.
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 from elftools.dwarf.die import DIE
@@ -28,6 +30,7 @@ MODULE_PARAMS = {
     "irq": "off_irq",
     "info_rinfo": "off_info_rinfo",
     "info_rinfo_size": "off_info_rinfo_size",
+    "push": "off_push",
 }
 
 
@@ -94,8 +97,58 @@ def struct_offsets(path: str | Path, wanted: dict[str, dict[str, str]]) -> dict[
 
 def blkfront_offsets(ko_path: str | Path) -> dict[str, int]:
     """Offsets in xen-blkfront.ko: ring, ring_ref, irq (struct blkfront_ring_info)
-    and info_rinfo, info_rinfo_size (struct blkfront_info)."""
-    return struct_offsets(ko_path, WANTED)
+    and info_rinfo, info_rinfo_size (struct blkfront_info); push, the offset
+    in blkif_queue_rq of the store that publishes requests (push_site)."""
+    offsets = struct_offsets(ko_path, WANTED)
+    offsets["push"] = push_site(ko_path)
+    return offsets
+
+
+# A store of a 32-bit register through a pointer register, with no
+# displacement: sring->req_prod is the first member of the shared ring.
+_STORE = re.compile(r"^\s*([0-9a-f]+):\s+mov\s+%e[a-z0-9]+d?,\(%r[a-z0-9]+\)\s*$|^\s*([0-9a-f]+):\s+mov\s+%r[0-9]+d,\(%r[a-z0-9]+\)\s*$")
+_FULL_BARRIER = re.compile(r"^\s*[0-9a-f]+:\s+(lock addl \$0x0,-0x4\(%rsp\)|lock orq \$0x0,\(%rsp\)|mfence)\s*$")
+_FUNC = re.compile(r"^([0-9a-f]+) <([^>]+)>:$")
+
+
+def push_site(ko_path: str | Path, function: str = "blkif_queue_rq") -> int:
+    """Offset in `function` of the store that publishes new requests.
+
+    RING_PUSH_REQUESTS_AND_CHECK_NOTIFY (xen/interface/io/ring.h) stores the
+    new req_prod into the shared page and then issues a full barrier
+    (virt_mb(): `lock addl $0,-4(%rsp)` on x86-64) before reading req_event.
+    flush_requests is inlined into blkif_queue_rq, so the tracer probes that
+    store by offset; the offset comes from this very build's machine code.
+    """
+    try:
+        out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(ko_path)], capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LayoutError(f"cannot disassemble {ko_path}: {exc}") from None
+    lines = out.splitlines()
+    start, body = None, []
+    for line in lines:
+        m = _FUNC.match(line)
+        if m:
+            if start is not None:
+                break
+            if m.group(2) == function:
+                start = int(m.group(1), 16)
+            continue
+        if start is not None and line.strip():
+            body.append(line)
+    if start is None:
+        raise LayoutError(f"{ko_path} has no function {function}")
+    sites = []
+    for prev, line in zip(body, body[1:]):
+        if _FULL_BARRIER.match(line):
+            m = _STORE.match(prev)
+            if m:
+                sites.append(int(m.group(1) or m.group(2), 16) - start)
+    if len(sites) != 1:
+        raise LayoutError(f"{function} in {ko_path} has {len(sites)} candidate push sites (a 32-bit store "
+                          "followed by a full barrier), not exactly one")
+    return sites[0]
 
 
 def insmod_args(offsets: dict[str, int]) -> list[str]:
@@ -103,4 +156,4 @@ def insmod_args(offsets: dict[str, int]) -> list[str]:
     return [f"{MODULE_PARAMS[key]}={offsets[key]}" for key in MODULE_PARAMS]
 
 
-__all__ = ["LayoutError", "MODULE_PARAMS", "blkfront_offsets", "insmod_args", "struct_offsets"]
+__all__ = ["LayoutError", "MODULE_PARAMS", "blkfront_offsets", "insmod_args", "push_site", "struct_offsets"]

@@ -59,8 +59,13 @@ class CaptureSession:
 
         params: dict[str, str] = {}
         if blkfront is not None:
-            for key, value in layout.blkfront_offsets(blkfront.ko).items():
-                params[f"off_{key}"] = str(value)
+            try:
+                offsets = layout.blkfront_offsets(blkfront.ko)
+            except layout.LayoutError as exc:
+                raise InfraError(f"cannot trace this blkfront build: {exc}",
+                                 hint="The tracer needs the ring layout and the push site of the exact build") from None
+            for key, value in offsets.items():
+                params[layout.MODULE_PARAMS[key]] = str(value)
         res = self.guest.run("grep -E ' gnttab_free_callback_list$' /proc/kallsyms", timeout_s=30)
         m = re.match(r"([0-9a-f]{16}) ", res.stdout)
         if m and int(m.group(1), 16):

@@ -23,7 +23,7 @@ from harness.errors import InfraError, StageTimeout
 from harness.guest import xlcfg
 from harness.host.ssh import Result
 from harness.host.xen_host import AGENT_DIR, XenHost
-from harness.stages import Timeline
+from harness.stages import Timeline, wait_for
 
 GUEST_IMAGE_DIR = "/var/lib/xenrig/guest-image"
 UNREACHABLE = 255
@@ -131,7 +131,9 @@ def start(host: XenHost, cfg: GuestConfig, timeline: Timeline, *, name: str = "x
                 raise InfraError(f"'xl create' failed for guest {name}: " + (res.stderr or res.stdout).strip()[-800:],
                                  hint=f"The xl config is {paths.config} in dom0; /var/log/xen/ has libxl's logs")
             created = True
-            guest.domid = host.domid(name)
+            # xl may still hold its lock right after create: ask until it answers.
+            guest.domid = wait_for(lambda: host.domid(name), timeout_s=30, what=f"the domain id of {name}",
+                                   stage=st.name, interval_s=1)
             timeline.note(f"guest {name} is domain {guest.domid}")
             wait_ready(guest, host.cfg.timeouts.guest_boot_s, st.name)
         yield guest

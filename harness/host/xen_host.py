@@ -55,7 +55,8 @@ class XenHost:
 
     def domid(self, name: str) -> int | None:
         res = self.xl(f"domid {name}", check=False, timeout_s=30)
-        return int(res.stdout.strip()) if res.ok and res.stdout.strip().isdigit() else None
+        out = res.stdout.strip().splitlines()
+        return int(out[-1]) if res.ok and out and out[-1].strip().isdigit() else None
 
     def upload_agents(self) -> None:
         """Copy the dom0-side helpers (harness/remote/*.py): uploaded on each

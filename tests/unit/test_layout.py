@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.capture.layout import (
-    MODULE_PARAMS, LayoutError, blkfront_offsets, insmod_args, struct_offsets,
+    MODULE_PARAMS, WANTED, LayoutError, blkfront_offsets, insmod_args, struct_offsets,
 )
 from harness.paths import cache_dir
 
@@ -76,7 +76,7 @@ def build(tmp_path: Path, *flags: str) -> tuple[Path, dict[str, int]]:
 @pytest.mark.parametrize("flags", [("-g",), ("-gdwarf-4",)], ids=["default-dwarf", "dwarf4"])
 def test_offsets_match_offsetof(tmp_path, flags):
     obj, expected = build(tmp_path, *flags)
-    assert blkfront_offsets(obj) == expected
+    assert struct_offsets(obj, WANTED) == expected
 
 
 @needs_gcc
@@ -92,7 +92,7 @@ def test_missing_struct_or_member_is_named(tmp_path):
 def test_object_without_debug_info(tmp_path):
     obj, _ = build(tmp_path)
     with pytest.raises(LayoutError, match="no DWARF"):
-        blkfront_offsets(obj)
+        struct_offsets(obj, WANTED)
 
 
 def test_insmod_args_name_every_parameter():
@@ -108,10 +108,45 @@ def built_blkfront() -> Path | None:
 @pytest.mark.skipif(built_blkfront() is None, reason="no xen-blkfront.ko built in the cache yet")
 def test_built_blkfront():
     offsets = blkfront_offsets(built_blkfront())
-    assert set(offsets) == set(KEYS)
+    assert set(offsets) == set(KEYS) | {"push"}
+    assert offsets["push"] > 0
     # Linux 6.1's struct blkfront_ring_info: ring (struct blkif_front_ring,
     # 24 bytes on x86_64), ring_ref[XENBUS_MAX_RING_GRANTS = 16], evtchn, irq.
     assert offsets["ring_ref"] - offsets["ring"] == 24
     assert offsets["irq"] - offsets["ring_ref"] == 16 * 4 + 4
     # struct blkfront_info: rinfo, nr_rings, rinfo_size.
     assert offsets["info_rinfo_size"] - offsets["info_rinfo"] == 8 + 4
+
+
+def test_push_site_is_the_store_before_the_full_barrier(tmp_path):
+    """The shape RING_PUSH_REQUESTS_AND_CHECK_NOTIFY compiles to in
+    blkif_queue_rq: store req_prod, `lock addl $0,-4(%rsp)`, read req_event."""
+    import subprocess
+
+    from harness.capture import layout
+
+    src = tmp_path / "push.c"
+    src.write_text(r"""
+struct sring { unsigned int req_prod, req_event; };
+int blkif_queue_rq(struct sring *s, unsigned int v)
+{
+    int x = v * 3;
+    asm volatile("movl %1, (%0)\n\tlock addl $0, -4(%%rsp)" :: "r"(s), "r"(v) : "memory");
+    return x + s->req_event;
+}
+int other(struct sring *s, unsigned int v)
+{
+    asm volatile("movl %1, (%0)\n\tlock addl $0, -4(%%rsp)" :: "r"(s), "r"(v) : "memory");
+    return 0;
+}
+""")
+    obj = tmp_path / "push.o"
+    subprocess.run(["gcc", "-O2", "-c", "-o", obj, src], check=True)
+    dis = subprocess.run(["objdump", "-d", "--no-show-raw-insn", obj], capture_output=True, text=True).stdout
+    func = next(line for line in dis.splitlines() if line.endswith("<blkif_queue_rq>:"))
+    start = int(func.split()[0], 16)
+    store = next(line for line in dis.splitlines()[dis.splitlines().index(func):]
+                 if "mov" in line and ",(%r" in line)
+    assert layout.push_site(obj) == int(store.split(":")[0], 16) - start
+    with pytest.raises(layout.LayoutError, match="no function"):
+        layout.push_site(obj, function="missing")
