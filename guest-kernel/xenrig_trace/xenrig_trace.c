@@ -285,6 +285,7 @@ struct xprobe {
 	bool wanted, registered;
 	int err;
 	atomic_long_t hits;
+	atomic_long_t irqs_on_at_return;	/* the function re-enabled interrupts itself */
 	unsigned long missed_reported;
 	union {
 		struct kprobe kp;
@@ -824,7 +825,12 @@ struct ring_state {
 	atomic_t notifies;	/* notify_remote_via_irq(irq) calls */
 	int notify_snap;	/* notifies when the current queue_rq began */
 	RING_IDX req_event_snap;	/* sring->req_event when it began */
-	int queue_active;	/* blkif_queue_rq calls in progress */
+	/* A push read at the push site, its ring.push line not written yet: the
+	 * notify decision comes after the push, so the line is written at the
+	 * next look at this ring (its calls are ordered by `_c`, taken here). */
+	bool push_pending;
+	RING_IDX push_old, push_new;
+	u64 push_c, push_t;
 	bool emitted_valid;
 	RING_IDX emitted;
 	RING_IDX reqs_done;
@@ -917,7 +923,7 @@ static struct ring_state *ring_get(void *rinfo, const struct rinfo_view *v)
 		rs->sring = v->fr.sring;
 		rs->ref0 = v->ref0;
 		rs->emitted_valid = false;
-		rs->queue_active = 0;
+		rs->push_pending = false;
 	}
 	WRITE_ONCE(rs->irq, v->irq);
 	if (!rs->emitted_valid) {
@@ -1036,44 +1042,51 @@ static void emit_request(const struct rinfo_view *v, RING_IDX idx)
 	ev_close(&l, &cl, 0, 0);
 }
 
-/* Under rings_lock: requests pushed since the last publication, then the push. */
-static void publish(struct ring_state *rs, const struct rinfo_view *v)
+/* Under rings_lock: write the ring.push line of a push read at the push site. */
+static void flush_push(struct ring_state *rs, const struct rinfo_view *v)
 {
-	RING_IDX new = READ_ONCE(v->fr.sring->req_prod), old = rs->emitted, idx;
-	struct call cl;
+	struct call cl = { 0 };
 	struct line l;
 
-	if (new == old)
+	if (!rs->push_pending)
 		return;
-	rs->emitted = new;
-	if (!READ_ONCE(tracing))
+	rs->push_pending = false;
+	rs->emitted = rs->push_new;
+	cl.on = READ_ONCE(tracing);
+	if (!cl.on)
 		return;
-	if (new - old > v->fr.nr_ents) {
-		lost("blkif.req-prod-jump", new - old);
-		return;
-	}
-	virt_rmb();
-	/* Requests the push site already read are not read again. */
-	idx = (rs->reqs_done - old <= new - old) ? rs->reqs_done : old;
-	for (; idx != new; idx++)
-		emit_request(v, idx);
-	rs->reqs_done = new;
-	call_begin(&cl);
+	cl.c = rs->push_c;
+	cl.t = rs->push_t;
+	cl.task = in_task() ? task_pid_nr(current) : 0;
+	cl.cpu = raw_smp_processor_id();
 	ev_open(&l, "ring.push", cl.t);
 	lp(&l, ",\"ring\":\"gref:%u\",\"old\":%u,\"new\":%u,\"notify\":%s",
-	   v->ref0, old, new, jbool(atomic_read(&rs->notifies) != rs->notify_snap));
+	   v->ref0, rs->push_old, rs->push_new, jbool(atomic_read(&rs->notifies) != rs->notify_snap));
 	/*
 	 * The frontend decided to notify with the req_event it read right after
 	 * the push, which we cannot see (the push is inlined).  The backend only
-	 * moves req_event forward; if it did not move between the start of
-	 * blkif_queue_rq and now, the frontend used this value.  Otherwise the
-	 * value it used is unknown and the field is left out (the model then
-	 * does not judge this notify).
+	 * moves req_event forward; if it did not move since blkif_queue_rq began,
+	 * the frontend used this value.  Otherwise the value it used is unknown
+	 * and the field is left out (the model then does not judge this notify).
 	 */
 	if (READ_ONCE(v->fr.sring->req_event) == rs->req_event_snap)
 		lp(&l, ",\"req_event\":%u", rs->req_event_snap);
 	lp(&l, ",\"_rinfo\":\"%px\"", rs->rinfo);
 	ev_close(&l, &cl, 0, 0);
+}
+
+/* Every ring's pending push, before a reader takes the buffer. */
+static void flush_all_pushes(void)
+{
+	struct rinfo_view v;
+	unsigned long flags;
+	int i;
+
+	spin_lock_irqsave(&rings_lock, flags);
+	for (i = 0; i < nr_rings; i++)
+		if (rings[i].push_pending && ring_view(rings[i].rinfo, &v, "flush-layout"))
+			flush_push(&rings[i], &v);
+	spin_unlock_irqrestore(&rings_lock, flags);
 }
 
 /*
@@ -1087,84 +1100,67 @@ static int on_push(struct kprobe *p, struct pt_regs *regs)
 	void *rinfo = this_cpu_read(cur_rinfo);
 	struct rinfo_view v;
 	struct ring_state *rs;
-	RING_IDX idx, pvt;
+	RING_IDX idx, pvt, old;
 
 	hit_kp(p);
 	if (!rinfo || !ring_view(rinfo, &v, "push-site-layout"))
 		return 0;
 	spin_lock(&rings_lock);
 	rs = ring_get(rinfo, &v);
-	if (rs && READ_ONCE(tracing)) {
+	if (rs) {
+		flush_push(rs, &v);
 		pvt = v.fr.req_prod_pvt;
+		old = READ_ONCE(v.fr.sring->req_prod);
 		if (pvt - rs->reqs_done > v.fr.nr_ents) {
 			lost("blkif.push-site-jump", pvt - rs->reqs_done);
-		} else {
+		} else if (READ_ONCE(tracing)) {
 			for (idx = rs->reqs_done; idx != pvt; idx++)
 				emit_request(&v, idx);
 		}
 		rs->reqs_done = pvt;
+		rs->push_pending = true;
+		rs->push_old = old;
+		rs->push_new = pvt;
+		rs->push_c = atomic64_inc_return(&call_seq);
+		rs->push_t = ktime_get_ns();
 	}
 	spin_unlock(&rings_lock);
 	return 0;
 }
 
-struct d_queue {
-	void *rinfo;
-};
 
-static int in_queue_rq(struct kretprobe_instance *ri, struct pt_regs *regs)
+/*
+ * blkif_queue_rq is probed at its entry with a plain kprobe, not a
+ * kretprobe: kretprobes sit on the function's ftrace site, where the kernel
+ * runs the handler with interrupts on while marking a probe as running, and
+ * an interrupt taken there loses every probe hit inside it (seen: one whole
+ * blkif_interrupt with its 594 grant ends).  Plain probes go past the fentry
+ * call (see probe_register), where int3 keeps interrupts off.
+ */
+static int on_queue_rq(struct kprobe *p, struct pt_regs *regs)
 {
-	struct d_queue *d = (void *)ri->data;
+	void *rinfo = rinfo_of_hctx((struct blk_mq_hw_ctx *)ARG(regs, 0));
 	struct rinfo_view v;
 	struct ring_state *rs;
-	unsigned long flags;
-	int skip = 1;
 
-	local_irq_save(flags);
-	d->rinfo = rinfo_of_hctx((struct blk_mq_hw_ctx *)ARG(regs, 0));
-	if (!ring_view(d->rinfo, &v, "blkif_queue_rq-layout"))
-		goto out;
+	hit_kp(p);
+	this_cpu_write(cur_rinfo, NULL);
+	if (!ring_view(rinfo, &v, "blkif_queue_rq-layout"))
+		return 0;
 	spin_lock(&rings_lock);
-	rs = ring_get(d->rinfo, &v);
+	rs = ring_get(rinfo, &v);
 	if (rs) {
+		flush_push(rs, &v);
 		rs->notify_snap = atomic_read(&rs->notifies);
 		rs->req_event_snap = READ_ONCE(v.fr.sring->req_event);
-		rs->queue_active++;
-		this_cpu_write(cur_rinfo, d->rinfo);
-		skip = 0;
+		this_cpu_write(cur_rinfo, rinfo);
 	}
 	spin_unlock(&rings_lock);
 	if (!rs)
 		lost("blkif-too-many-rings", 1);
-out:
-	local_irq_restore(flags);
-	return skip;
-}
-
-static int out_queue_rq(struct kretprobe_instance *ri, struct pt_regs *regs)
-{
-	struct d_queue *d = (void *)ri->data;
-	struct rinfo_view v;
-	struct ring_state *rs;
-	unsigned long flags;
-
-	local_irq_save(flags);
-	hit_ri(ri);
-	if (!ring_view(d->rinfo, &v, "blkif_queue_rq-layout"))
-		goto out;
-	spin_lock(&rings_lock);
-	rs = ring_get(d->rinfo, &v);
-	if (rs) {
-		if (rs->queue_active)
-			rs->queue_active--;
-		publish(rs, &v);
-		this_cpu_write(cur_rinfo, NULL);
-	}
-	spin_unlock(&rings_lock);
-out:
-	local_irq_restore(flags);
 	return 0;
 }
+
 
 struct d_irq {
 	struct call cl;
@@ -1187,9 +1183,9 @@ static int in_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
 		goto out;
 	spin_lock(&rings_lock);
 	rs = ring_get(d->rinfo, &v);
-	/* Pushed, but blkif_queue_rq has not returned yet: the requests first. */
-	if (rs && rs->queue_active)
-		publish(rs, &v);
+	/* The push before these responses goes first. */
+	if (rs)
+		flush_push(rs, &v);
 	spin_unlock(&rings_lock);
 	d->rsp_cons = v.fr.rsp_cons;
 	call_begin(&d->cl);
@@ -1273,8 +1269,7 @@ static struct xprobe probes[] = {
 	KRP("do_free_callbacks", G_CORE, true, in_cbs, out_cbs, struct d_cbs),
 	/* wanted only with the blkfront layout */
 	KP("notify_remote_via_irq", G_CORE, true, on_notify),
-	KRP("xen_blkfront:blkif_queue_rq", G_BLKFRONT, false, in_queue_rq, out_queue_rq,
-	    struct d_queue),
+	KP("xen_blkfront:blkif_queue_rq", G_BLKFRONT, false, on_queue_rq),
 	{ .sym = "xen_blkfront:blkif_queue_rq", .offset = &off_push, .group = G_BLKFRONT,
 	  .required = false, .pre = on_push },
 	KRP("xen_blkfront:blkif_interrupt", G_BLKFRONT, false, in_blk_irq, out_blk_irq,
@@ -1341,11 +1336,24 @@ static int xr_exit(struct kretprobe_instance *ri, struct pt_regs *regs)
 	int ret = 0;
 
 	local_irq_save(flags);
+	if (regs->flags & X86_EFLAGS_IF)
+		atomic_long_inc(&x->irqs_on_at_return);
 	if (x->exit)
 		ret = x->exit(ri, regs);
 	regs->flags |= *irq_word(ri, x);
 	local_irq_restore(flags);
 	return ret;
+}
+
+/* Is addr right after a function's 5-byte fentry site (call or nop5)? */
+static bool after_fentry(kprobe_opcode_t *addr)
+{
+	static const u8 nop5[5] = { 0x0f, 0x1f, 0x44, 0x00, 0x00 };
+	u8 code[5];
+
+	if (!addr || copy_from_kernel_nofault(code, (u8 *)addr - MCOUNT_INSN_SIZE, sizeof(code)))
+		return false;
+	return code[0] == 0xe8 || !memcmp(code, nop5, sizeof(nop5));
 }
 
 static unsigned long probe_missed(struct xprobe *x)
@@ -1370,9 +1378,26 @@ static int probe_register(struct xprobe *x, bool quiet)
 	} else {
 		memset(&x->kp, 0, sizeof(x->kp));
 		x->kp.symbol_name = x->sym;
-		x->kp.offset = x->offset ? *x->offset : 0;
+		x->kp.offset = x->offset ? *x->offset : MCOUNT_INSN_SIZE;
 		x->kp.pre_handler = xr_pre;
 		x->err = register_kprobe(&x->kp);
+		/*
+		 * A probe on a function's entry is an ftrace probe here
+		 * (KPROBES_ON_FTRACE), run with interrupts on while the kernel
+		 * counts a probe as running: an interrupt landing there would
+		 * lose all its own probe hits.  Past the 5-byte fentry call
+		 * the arguments are still in their registers and int3 keeps
+		 * interrupts off.  A function without an fentry site gets its
+		 * probe at the entry after all.
+		 */
+		if (!x->offset && (x->err || !after_fentry(x->kp.addr))) {
+			if (!x->err)
+				unregister_kprobe(&x->kp);
+			memset(&x->kp, 0, sizeof(x->kp));
+			x->kp.symbol_name = x->sym;
+			x->kp.pre_handler = xr_pre;
+			x->err = register_kprobe(&x->kp);
+		}
 	}
 	x->registered = !x->err;
 	x->missed_reported = 0;
@@ -1509,6 +1534,7 @@ static ssize_t trace_read(struct file *f, char __user *ubuf, size_t count, loff_
 	if (!count)
 		return 0;
 	report_missed();
+	flush_all_pushes();
 	mutex_lock(&read_mutex);
 	spin_lock_irqsave(&tb_lock, flags);
 	avail = tb_head - tb_tail;
@@ -1582,9 +1608,9 @@ static int stats_show(struct seq_file *m, void *v)
 	for (i = 0; i < ARRAY_SIZE(probes); i++) {
 		struct xprobe *x = &probes[i];
 
-		seq_printf(m, "probe %s: %s hits=%ld missed=%lu\n", x->sym,
-			   x->registered ? "registered" : x->err ? "FAILED" : "off",
-			   atomic_long_read(&x->hits), probe_missed(x));
+		seq_printf(m, "probe %s%s: %s hits=%ld missed=%lu irqs_on_at_return=%ld\n", x->sym,
+			   x->offset ? "+push" : "", x->registered ? "registered" : x->err ? "FAILED" : "off",
+			   atomic_long_read(&x->hits), probe_missed(x), atomic_long_read(&x->irqs_on_at_return));
 	}
 	mutex_unlock(&probe_mutex);
 	spin_lock_irqsave(&rings_lock, flags);

@@ -52,6 +52,7 @@ class CaptureSession:
         self.stats: dict = {}
         self.guest_lines = 0
         self.exerciser_events: dict[int, int] = {}   # exerciser log seq -> trace seq
+        self.failure: str | None = None   # set once the capture lost data: never judged after that
 
     # -- arming --------------------------------------------------------------
     def tracer_params(self, blkfront: BuiltModule | None) -> dict[str, str]:
@@ -139,9 +140,12 @@ class CaptureSession:
         trace_text, _, exer_text = res.stdout.partition("=====xr\n")
         lines = [ln for ln in trace_text.splitlines() if ln.strip()]
         self.guest_lines += len(lines)
+        if self.failure:
+            raise InfraError(self.failure)
         try:
             batch = guest_trace.parse_guest_lines(lines, self.guest.domid, self.ring_names)
         except ValueError as exc:
+            self.failure = f"the guest trace cannot be used: {exc}"
             raise InfraError(f"the guest trace cannot be used: {exc}",
                              hint="An incomplete capture is never judged; the tracer's stats are in the run folder") from None
         for line in exerciser_log.parse(exer_text):
@@ -170,31 +174,46 @@ class CaptureSession:
         self.drain()
         self.xen.run("xl dmesg -c > /dev/null; xl debug-keys g", check=True, timeout_s=30, what="asking Xen for its grant dump")
         text = ""
-        for _ in range(20):   # the dump is printed asynchronously by Xen's console
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:   # Xen prints the dump asynchronously, slowly under TCG
             text = self.xen.dmesg()
             if "gnttab_usage_print_all ] done" in text:
                 break
-            time.sleep(0.2)
-        dump = xen_dump.last_dump(text)
+            time.sleep(0.5)
+        try:
+            dump = xen_dump.last_dump(text)
+            events = xen_dump.events(dump, [self.guest.domid], t_ns=time.monotonic_ns())
+        except xen_dump.DumpParseError as exc:
+            raise InfraError(f"Xen's grant dump could not be read: {exc}", log=str(self.run_dir / "xl-dmesg.txt")) from None
         with open(self.run_dir / "xen-grant-dumps.txt", "a") as fh:
             fh.write(dump + "\n")
-        events = xen_dump.events(dump, [self.guest.domid], t_ns=time.monotonic_ns())
         placed = self.assembly.add(events)
         return {"seq": placed[0]["seq"], **events[0]}
 
     # -- end -----------------------------------------------------------------
+    def read_stats(self) -> dict:
+        """The tracer's own counters (events, drops, misses per probe)."""
+        if not self.armed:
+            return {}
+        text = self.guest.run(f"cat {TRACE_DIR}/stats", timeout_s=30).stdout
+        stats = {}
+        for line in text.splitlines():
+            sep = "=" if "=" in line.split(":")[0] else ":"
+            if sep in line:
+                k, v = line.split(sep, 1)
+                stats[k.strip()] = v.strip()
+        (self.run_dir / "tracer-stats.txt").write_text(text)
+        return stats
+
     def finish(self) -> Path:
         """Close the agent (its clean-up unmaps are recorded), check the
         tracer lost nothing, write the trace."""
+        self.stats = self.read_stats()
         self.drain()
         if self.agent is not None:
             cleanup = self.agent.close()
             self.assembly.add(dom0_agent.to_events(cleanup))
             self.agent = None
-        stats = self.guest.run(f"cat {TRACE_DIR}/stats", timeout_s=30).stdout if self.armed else ""
-        self.stats = dict(line.split("=", 1) if "=" in line else line.split(":", 1)
-                          for line in stats.splitlines() if ("=" in line or ":" in line))
-        self.stats = {k.strip(): v.strip() for k, v in self.stats.items()}
         path = self.assembly.write(self.run_dir / "trace.jsonl")
         dropped = self.stats.get("dropped", "0")
         if dropped not in ("0", ""):

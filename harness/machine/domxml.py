@@ -40,6 +40,9 @@ def xen_cmdline(accel: str, dom0_mem_mib: int, extra: str = "") -> str:
     args = [
         "console=com1", "com1=115200,8n1", "loglvl=all", "guest_loglvl=all", "noreboot",
         f"dom0_mem={dom0_mem_mib}M,max:{dom0_mem_mib}M",
+        # Xen's console ring must hold a whole grant dump ('xl debug-keys g':
+        # one line per mapped entry, 266+ with persistent grants).
+        "conring_size=4M",
     ]
     if accel == "tcg":
         # QEMU's 'max' CPU offers SMAP, which breaks the PV dom0 under TCG.
