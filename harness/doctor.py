@@ -31,6 +31,8 @@ PACKAGES = {
     "gcc": "/usr/bin/gcc",
     "libc6-dev": "/usr/lib/x86_64-linux-gnu/libc.a",       # static workload tools for the guest
     "patch": "/usr/bin/patch",
+    "binutils": "/usr/bin/objdump",                        # the tracer's push site in blkfront's code
+    "chromium": "/usr/bin/chromium",                       # the tests render report.html headless
     "make": "/usr/bin/make",
 }
 MIN_FREE_GIB = 6

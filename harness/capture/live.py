@@ -164,7 +164,7 @@ class CaptureSession:
         if self.agent is None:
             self.agent = dom0_agent.AgentSession(self.xen)
         result = self.agent.call(op)
-        placed = self.assembly.add(dom0_agent.to_events([result]))
+        placed = self.assembly.add(dom0_agent.to_events([result]), own_clock=False)
         result["_seq"] = placed[0]["seq"] if placed else None
         return result
 
@@ -187,7 +187,7 @@ class CaptureSession:
             raise InfraError(f"Xen's grant dump could not be read: {exc}", log=str(self.run_dir / "xl-dmesg.txt")) from None
         with open(self.run_dir / "xen-grant-dumps.txt", "a") as fh:
             fh.write(dump + "\n")
-        placed = self.assembly.add(events)
+        placed = self.assembly.add(events, own_clock=False)
         return {"seq": placed[0]["seq"], **events[0]}
 
     # -- end -----------------------------------------------------------------
@@ -212,7 +212,7 @@ class CaptureSession:
         self.drain()
         if self.agent is not None:
             cleanup = self.agent.close()
-            self.assembly.add(dom0_agent.to_events(cleanup))
+            self.assembly.add(dom0_agent.to_events(cleanup), own_clock=False)
             self.agent = None
         path = self.assembly.write(self.run_dir / "trace.jsonl")
         dropped = self.stats.get("dropped", "0")
