@@ -56,3 +56,15 @@ class InfraError(XenrigError):
 
 class StageTimeout(InfraError):
     """A wait ran out of time; the message names the stage and the log."""
+
+
+class HangDetected(XenrigError):
+    """Block I/O in the guest stopped making progress: a verdict about the
+    subject (FAIL), carrying what the watchdog saw."""
+
+    exit_code = 1
+    kind = "hang"
+
+    def __init__(self, message: str, evidence: str = ""):
+        super().__init__(message)
+        self.evidence = evidence

@@ -22,7 +22,8 @@ from harness.capture.live import CaptureSession
 from harness.check import stepwise
 from harness.checks.result import ERROR, FAIL, PASS, CheckResult, overall
 from harness.config import HostConfig, Scenario
-from harness.errors import XenrigError
+from harness.capture import hang
+from harness.errors import HangDetected, XenrigError
 from harness.guest import modules as guest_modules
 from harness.guest.payload import pack_modules
 from harness.host import XenHost
@@ -69,10 +70,12 @@ def collect_xen_logs(xen: XenHost, run_dir: Path) -> None:
         (run_dir / "xl-dmesg.txt").write_text(xen.dmesg())
 
 
-def prepare(scenario: Scenario, timeline: Timeline, run_dir: Path) -> tuple[images.Images, list[build.BuiltModule]]:
+def prepare(scenario: Scenario, timeline: Timeline, run_dir: Path,
+            remote: bool = False) -> tuple[images.Images, list[build.BuiltModule]]:
     """Everything that needs no VM: images and the guest modules.  Done
-    first so a patch that does not apply fails in seconds, not after a boot."""
-    built_images = images.ensure(timeline, run_dir)
+    first so a patch that does not apply fails in seconds, not after a boot.
+    A real (remote) Xen host needs only the guest's image."""
+    built_images = images.ensure(timeline, run_dir, guest_only=remote)
     built_modules = build.ensure(scenario.modules, built_images.guest.meta, timeline, run_dir,
                                  capture=scenario.capture)
     return built_images, built_modules
@@ -107,15 +110,38 @@ def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.Built
                 timeline.note(f"tracer armed: {by_role['tracer'].insmod_args()}")
                 loaded.append(lm)
             if "blkfront" in by_role:
-                load(by_role["blkfront"])
-                if scenario.guest.disks:
-                    connect_s = guest_modules.wait_disks(g, [d.vdev for d in scenario.guest.disks],
-                                                         xen.cfg.timeouts.guest_boot_s, "load guest modules")
-                    info["blkfront_connect_s"] = round(connect_s, 2)
+                vdevs = [d.vdev for d in scenario.guest.disks]
+                window = scenario.hang_after_s or xen.cfg.timeouts.command_s
+                with hang_watch(xen, g, vdevs, "loading blkfront and connecting its devices"):
+                    lm = guest_modules.insmod(g, by_role["blkfront"], window)
+                    timeline.note(f"loaded {lm.module.name} ({lm.load_s:.1f}s), build id {lm.loaded_build_id[:12]} matches")
+                    loaded.append(lm)
+                    if vdevs:
+                        connect_s = guest_modules.wait_disks(g, vdevs, window, "load guest modules")
+                        info["blkfront_connect_s"] = round(connect_s, 2)
             info["modules"] = [{**lm.module.to_dict(), "load_s": round(lm.load_s, 2),
                                 "loaded_build_id": lm.loaded_build_id,
                                 "running_params": guest_modules.read_params(g, lm.module.name)} for lm in loaded]
         yield g, session
+        # The guest's kernel log (the console shows only errors): evidence for
+        # guest_log signatures and for a person.
+        with contextlib.suppress(XenrigError):
+            (run_dir / "guest-dmesg.txt").write_text(g.run("dmesg", timeout_s=30).stdout)
+
+
+@contextlib.contextmanager
+def hang_watch(xen: XenHost, g: guest.HvmGuest, vdevs: list[str], doing: str) -> Iterator[None]:
+    """A guest operation that waits on blkfront ran out of time: ask dom0
+    whether the rings are stuck; if so that is the verdict (a hang)."""
+    try:
+        yield
+    except HangDetected:
+        raise
+    except XenrigError as exc:
+        report = hang.examine(xen, g, vdevs)
+        if report.stuck:
+            raise HangDetected(f"block I/O stopped while {doing}: {report.summary}", report.evidence()) from None
+        raise exc
 
 
 def judge_capture(session: CaptureSession, steps: StepRunner | None, timeline: Timeline,
@@ -158,8 +184,25 @@ def judge_capture(session: CaptureSession, steps: StepRunner | None, timeline: T
     return results
 
 
+def keep_stack(xen: XenHost, host_cfg: HostConfig, run_dir: Path, guest_name: str | None) -> None:
+    """Record a stack left running (xenrig up, repro --keep) for shell/down."""
+    from harness import sshkeys
+    from harness.machine import stackfile
+
+    machine = xen.machine
+    if machine is None:
+        return
+    state = paths.state_dir()
+    key_file, _ = sshkeys.client_key(state)
+    stackfile.save(state, stackfile.StackRecord(
+        domain=machine.name, libvirt_uri=host_cfg.libvirt_uri, embed_root=str(state / "libvirt"),
+        ssh_port=machine.ssh_port, host_key=machine.host_key, client_key=str(key_file), run_dir=str(run_dir),
+        serial_log=str(machine.serial.path), guest=guest_name, pid=machine.qemu_pid() or 0))
+
+
 def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | None = None,
-                 timeline: Timeline | None = None, console: bool = False) -> RunOutcome:
+                 timeline: Timeline | None = None, console: bool = False, keep: bool = False) -> RunOutcome:
+    """`keep`: leave the stack and the guest up afterwards (xenrig repro --keep)."""
     run_dir = run_dir or new_run_dir(scenario.name)
     timeline = timeline or Timeline([ConsoleProgress()])
     results: list[CheckResult] = []
@@ -167,19 +210,23 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
     error: XenrigError | None = None
     interrupted = False
     try:
-        built_images, built_modules = prepare(scenario, timeline, run_dir)
+        built_images, built_modules = prepare(scenario, timeline, run_dir, remote=host_cfg.kind == "remote")
         info["modules"] = [m.to_dict() for m in built_modules]
-        with stack.xen_host(host_cfg, timeline, run_dir, built=built_images, console=console, info=info) as xen:
+        with stack.xen_host(host_cfg, timeline, run_dir, built=built_images, console=console, info=info,
+                            keep=keep, replace_kept=keep) as xen:
             try:
                 with guest_with_modules(xen, scenario, built_modules, timeline, run_dir, info,
-                                        capture=scenario.capture) as (g, session):
+                                        capture=scenario.capture, keep=keep) as (g, session):
+                    if keep:
+                        keep_stack(xen, host_cfg, run_dir, g.name)
                     note = lambda r: timeline.note(f"{r.outcome} {r.id}: {r.message}")  # noqa: E731
                     with timeline.stage("checks"):
                         results = smoke.run(xen, g, scenario, on_result=note)
                     if session is not None:
                         steps = None
                         if scenario.steps:
-                            steps = StepRunner(session)
+                            vdevs = [d.vdev for d in scenario.guest.disks]
+                            steps = StepRunner(session, watch=lambda what: hang_watch(xen, g, vdevs, what))
                             with timeline.stage("steps"):
                                 steps.run(scenario.steps, on_record=lambda r: timeline.note(
                                     f"{r.label}: {'ERROR ' + r.error if r.error else _brief(r.result)}"))
@@ -188,6 +235,8 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                             results.append(r)
             finally:
                 collect_xen_logs(xen, run_dir)
+    except HangDetected as exc:
+        results.append(CheckResult("hang", FAIL, exc.message, exc.evidence))
     except XenrigError as exc:
         error = exc
     except KeyboardInterrupt:

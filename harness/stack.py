@@ -17,6 +17,22 @@ from harness.machine import stackfile, vm
 from harness.stages import Timeline
 
 
+def sync_guest_image(xen: hostmod.XenHost, guest_image) -> bool:
+    """Put the guest's kernel and initramfs in dom0 of a real host, unless
+    files with the same hashes are there already; True when it copied."""
+    from harness.guest.hvm import GUEST_IMAGE_DIR
+
+    names = ["vmlinuz", "initrd.img"]
+    res = xen.run(f"cd {GUEST_IMAGE_DIR} 2>/dev/null && sha256sum {' '.join(names)}", timeout_s=60)
+    remote = {line.split()[1]: line.split()[0] for line in res.stdout.splitlines() if len(line.split()) == 2}
+    if all(remote.get(n) == guest_image.files.get(n) for n in names):
+        return False
+    xen.run(f"mkdir -p {GUEST_IMAGE_DIR}", check=True, timeout_s=30)
+    for n in names:
+        xen.ssh.put(guest_image.file(n), f"{GUEST_IMAGE_DIR}/{n}")
+    return True
+
+
 @contextlib.contextmanager
 def xen_host(cfg: HostConfig, timeline: Timeline, run_dir: Path, *, built: images.Images | None = None,
              keep: bool = False, console: bool = False, info: dict | None = None,
@@ -26,10 +42,14 @@ def xen_host(cfg: HostConfig, timeline: Timeline, run_dir: Path, *, built: image
     info = info if info is not None else {}
     with contextlib.ExitStack() as stack:
         if cfg.kind == "remote":
+            built = built or images.ensure(timeline, run_dir, guest_only=True)
             endpoint = hostmod.Endpoint(cfg.address, cfg.port, cfg.user, cfg.key, cfg.host_key)
             info["host"] = {"kind": "remote", "address": cfg.address, "port": cfg.port}
             with timeline.stage("connect to dom0"):
                 xen = stack.enter_context(hostmod.connect(endpoint, cfg, cfg.timeouts.dom0_boot_s))
+            with timeline.stage("guest image to dom0"):
+                sent = sync_guest_image(xen, built.guest)
+                timeline.note("guest image " + ("copied" if sent else "already in place (hashes match)"))
             yield xen
             return
 

@@ -9,6 +9,7 @@ state (the model's judgement comes after the run, from the whole trace).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from harness.capture.live import EXERCISER_DIR, CaptureSession
 from harness.checks.result import ERROR, FAIL, PASS, SKIP, CheckResult
 from harness.config import Step
-from harness.errors import UsageError, XenrigError
+from harness.errors import HangDetected, UsageError, XenrigError
 from harness.model.constants import GNTST_NAMES
 
 _GNTST_BY_NAME = {name: value for value, name in GNTST_NAMES.items()}
@@ -44,8 +45,11 @@ def _label(i: int, step: Step) -> str:
 
 
 class StepRunner:
-    def __init__(self, capture: CaptureSession):
+    def __init__(self, capture: CaptureSession, watch=None):
+        """`watch(what)`: a context manager that turns a guest operation's
+        timeout into a hang verdict when the rings are stuck."""
         self.capture = capture
+        self.watch = watch or (lambda what: contextlib.nullcontext())
         self.saved: dict[str, dict] = {}
         self.records: list[StepRecord] = []
 
@@ -79,7 +83,10 @@ class StepRunner:
             rec = StepRecord(i, step, _label(i, step))
             started = time.monotonic()
             try:
-                self._run_one(step, rec)
+                with self.watch(rec.label):
+                    self._run_one(step, rec)
+            except HangDetected:
+                raise
             except XenrigError as exc:
                 rec.error = exc.paragraph()
             rec.duration_s = round(time.monotonic() - started, 3)

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "up",
     "down",
     "run",
+    "repro",
     "shell",
     "check",
 ]

@@ -39,12 +39,8 @@ def handle(args) -> int:
             if not args.no_guest:
                 with runner.guest_with_modules(xen, scenario, built_modules, timeline, run_dir, {}, keep=True) as (g, _):
                     guest_name = g.name
-            record = stackfile.StackRecord(
-                domain=machine.name, libvirt_uri=host_cfg.libvirt_uri, embed_root=str(state / "libvirt"),
-                ssh_port=machine.ssh_port, host_key=machine.host_key, client_key=str(key_file),
-                run_dir=str(run_dir), serial_log=str(machine.serial.path), guest=guest_name,
-                pid=machine.qemu_pid() or 0)
-            stackfile.save(state, record)
+            runner.keep_stack(xen, host_cfg, run_dir, guest_name)
+            record = stackfile.load(state)
         except BaseException:
             machine.destroy()
             raise

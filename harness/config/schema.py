@@ -160,6 +160,37 @@ class Step:
         return None
 
 
+@dataclass
+class ReproSignature:
+    """What a reproduced bug looks like (any one that matches is enough)."""
+
+    rule: str | None = None          # a model rule id, e.g. blkif.seg-grant
+    guest_log: str | None = None     # a regex over the guest's console and dmesg
+    xen_log: str | None = None       # a regex over xl dmesg
+    hang: bool = False               # requests stop completing
+
+    def validate(self):
+        if not (self.rule or self.guest_log or self.xen_log or self.hang):
+            return "rule", "a signature needs at least one of rule, guest_log, xen_log, hang"
+        import re
+        for key in ("guest_log", "xen_log"):
+            pattern = getattr(self, key)
+            if pattern:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    return key, f"is not a valid regular expression ({exc})"
+        return None
+
+
+@dataclass
+class ReproSpec:
+    """`xenrig repro`: the bug's signature."""
+
+    signature: ReproSignature
+    bug: str = ""                    # one line: what the bug is
+
+
 # The smoke checks a scenario may name (harness/checks/smoke.py); a name
 # without [vdev] means "for every disk".
 SMOKE_CHECKS = (
@@ -181,6 +212,11 @@ class Scenario:
     # and Xen's dumps, and check the trace with the model.
     capture: bool = False
     steps: list[Step] = field(default_factory=list)
+    # Seconds without progress after which a guest operation that waits on
+    # blkfront (loading it, a step) is judged a hang (a FAIL with what is
+    # stuck), not a harness timeout.  0: the host's command timeout.
+    hang_after_s: int = field(default=0, metadata=_rng(0, 3600))
+    repro: ReproSpec | None = None
     io_mib: int = field(default=4, metadata=_rng(1, 4096))
     description: str = ""
 

@@ -1,0 +1,135 @@
+"""Is the guest's block I/O stuck?  A hang is a verdict about the subject,
+not a harness timeout, so when a guest operation that waits on blkfront
+runs out of time the harness asks dom0 (which still works when the guest's
+agent is blocked) what the rings look like:
+
+- each vbd's frontend and backend state in xenstore;
+- the shared ring's indices, read from the ring page itself (dom0 maps the
+  guest's ring grant with gntdev): req_prod, req_event, rsp_prod, rsp_event;
+- blkback's request counters (phy backends);
+- the guest's blocked tasks (sysrq w, printed on its console).
+
+Two samples a few seconds apart: stuck means no index and no counter moved
+while requests are outstanding or a device never reached Connected.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass, field
+
+from harness.capture import dom0_agent
+from harness.checks import parsers
+from harness.errors import XenrigError
+from harness.guest import HvmGuest
+from harness.host import XenHost
+
+XENBUS_STATES = {1: "Initialising", 2: "InitWait", 3: "Initialised", 4: "Connected", 5: "Closing", 6: "Closed",
+                 7: "Reconfiguring", 8: "Reconfigured"}
+
+
+@dataclass
+class RingSample:
+    vdev: str
+    frontend_state: str = "?"
+    backend_state: str = "?"
+    ring_ref: int | None = None
+    indices: dict = field(default_factory=dict)     # req_prod, req_event, rsp_prod, rsp_event
+    counters: dict = field(default_factory=dict)    # blkback statistics
+
+    def key(self) -> tuple:
+        return (self.frontend_state, self.backend_state, tuple(sorted(self.indices.items())),
+                tuple(sorted(self.counters.items())))
+
+
+@dataclass
+class HangReport:
+    stuck: bool
+    summary: str
+    samples: list[RingSample]
+    blocked_tasks: str = ""
+
+    def evidence(self) -> str:
+        lines = [self.summary]
+        for s in self.samples:
+            lines.append(f"{s.vdev}: frontend {s.frontend_state}, backend {s.backend_state}, ring-ref {s.ring_ref}, "
+                         f"shared indices {s.indices or '(unreadable)'}, blkback counters {s.counters or '(none)'}")
+        if self.blocked_tasks:
+            lines.append("guest blocked tasks (sysrq w):\n" + self.blocked_tasks)
+        return "\n".join(lines)
+
+
+def _state(xen: XenHost, path: str) -> str:
+    res = xen.run(f"xenstore-read {path}/state", timeout_s=20)
+    value = res.stdout.strip()
+    return XENBUS_STATES.get(int(value), value) if value.isdigit() else "absent"
+
+
+def sample(xen: XenHost, guest: HvmGuest, vdevs: list[str]) -> list[RingSample]:
+    out = []
+    for vdev in vdevs:
+        devid = parsers.vdev_number(vdev)
+        fe = f"/local/domain/{guest.domid}/device/vbd/{devid}"
+        s = RingSample(vdev, frontend_state=_state(xen, fe))
+        backend = xen.run(f"xenstore-read {fe}/backend", timeout_s=20).stdout.strip()
+        if backend:
+            s.backend_state = _state(xen, backend)
+        ref = xen.run(f"xenstore-read {fe}/ring-ref", timeout_s=20).stdout.strip()
+        if ref.isdigit():
+            s.ring_ref = int(ref)
+            try:
+                res = dom0_agent.run(xen, [{"op": "read_grant", "rdom": guest.domid, "ref": s.ring_ref, "n": 16}],
+                                     timeout_s=30)
+                if res and res[0].get("ok"):
+                    vals = struct.unpack("<4I", bytes.fromhex(res[0]["hex"]))
+                    s.indices = dict(zip(("req_prod", "req_event", "rsp_prod", "rsp_event"), vals))
+            except XenrigError:
+                pass
+        stats = xen.run(f"cd /sys/bus/xen-backend/devices/vbd-{guest.domid}-{devid}/statistics 2>/dev/null && "
+                        "grep -H . rd_req wr_req f_req oo_req 2>/dev/null", timeout_s=20).stdout
+        for line in stats.splitlines():
+            name, _, value = line.partition(":")
+            if value.strip().isdigit():
+                s.counters[name] = int(value)
+        out.append(s)
+    return out
+
+
+def blocked_tasks(xen: XenHost, guest: HvmGuest) -> str:
+    """sysrq w in the guest (printed on its console whatever its log level)."""
+    before = len(guest.console())
+    xen.run(f"xl sysrq {guest.domid} w", timeout_s=20)
+    time.sleep(3)
+    return guest.console()[before:].strip()[-4000:]
+
+
+def examine(xen: XenHost, guest: HvmGuest, vdevs: list[str], interval_s: float = 5.0) -> HangReport:
+    first = sample(xen, guest, vdevs)
+    time.sleep(interval_s)
+    second = sample(xen, guest, vdevs)
+    moved = [a.vdev for a, b in zip(first, second) if a.key() != b.key()]
+    waiting = []
+    for s in second:
+        idx = s.indices
+        if s.frontend_state != "Connected" or s.backend_state != "Connected":
+            waiting.append(f"{s.vdev} never connected (frontend {s.frontend_state}, backend {s.backend_state})")
+        if idx and idx["req_prod"] != idx["rsp_prod"]:
+            note = f"{s.vdev}: {idx['req_prod'] - idx['rsp_prod']} request(s) pushed and not answered"
+            # RING_PUSH_REQUESTS_AND_CHECK_NOTIFY: the backend asked to be told
+            # once req_prod reaches req_event.
+            if (idx["req_prod"] - idx["req_event"]) & 0xFFFFFFFF < 0x80000000:
+                note += (f"; the backend asked to be notified at req_event {idx['req_event']} "
+                         f"and req_prod is {idx['req_prod']}: a notify was due")
+            waiting.append(note)
+    stuck = not moved and bool(waiting)
+    if stuck:
+        summary = "hang: nothing moved in " + f"{interval_s:.0f}s; " + "; ".join(waiting)
+    elif moved:
+        summary = f"not stuck: {', '.join(moved)} made progress during the {interval_s:.0f}s watch"
+    else:
+        summary = "not stuck: no request outstanding and every device connected"
+    report = HangReport(stuck, summary, second)
+    if stuck:
+        report.blocked_tasks = blocked_tasks(xen, guest)
+    return report

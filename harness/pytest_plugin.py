@@ -1,0 +1,133 @@
+"""pytest plugin: write your own conformance tests against real Xen.
+
+Fixtures (module scope: one stack per test module, torn down after it):
+
+- `xen_host`: a Xen host from --xenrig-host (nested in QEMU by default, or a
+  real one with `kind: remote`), as a harness.host.XenHost;
+- `hvm_guest`: the HVM guest of --xenrig-scenario with the built frontends
+  loaded and the tracer armed, as a harness.guest.HvmGuest;
+- `trace` (function scope): the capture of that guest.  `trace.guest(cmd)`
+  runs an exerciser command, `trace.dom0(op)` a GNTTABOP from dom0,
+  `trace.dump()` takes Xen's view, `trace.expected(op)`... see XenrigTrace.
+  At the end of each test the whole trace so far must replay through the
+  model; a divergence fails the test with the rule and the event.
+
+    def test_readonly_grant_cannot_be_mapped_writable(trace):
+        ref = trace.guest("handoff t 0 ro")["ref"]
+        assert trace.dom0({"op": "map", "ref": ref, "flags": 1})["status"] == -1
+
+The shipped scenarios run on the same library calls (harness.runner).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from harness.paths import repo_root
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("xenrig")
+    group.addoption("--xenrig-host", type=Path, default=None,
+                    help="host config for the xen_host fixture (default: the scenario's)")
+    group.addoption("--xenrig-scenario", type=Path, default=repo_root() / "configs" / "scenarios" / "smoke.yaml",
+                    help="scenario whose guest, modules and capture the fixtures use")
+    group.addoption("--xenrig-runs", type=Path, default=None, help="where the fixtures' run folders go")
+
+
+class XenrigTrace:
+    """The capture of the running guest, for a test to drive and check."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def guest(self, command: str, timeout_s: float = 120) -> dict:
+        """Run an exerciser command (docs/exerciser.md); its result line."""
+        from harness.capture.live import EXERCISER_DIR
+
+        res = self.session.guest.run(f"echo {shlex.quote(command)} > {EXERCISER_DIR}/ctl; cat {EXERCISER_DIR}/ctl",
+                                     timeout_s=timeout_s)
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    def dom0(self, op: dict) -> dict:
+        """A GNTTABOP (or gntalloc/read_grant) from dom0's agent; rdom
+        defaults to the guest."""
+        op = dict(op)
+        if op.get("op") in ("query_size", "setup_table", "map", "transfer", "get_version", "read_grant"):
+            op.setdefault("rdom", self.session.guest.domid)
+        return self.session.dom0(op)
+
+    def dump(self) -> dict:
+        return self.session.dump()
+
+    def verdict(self):
+        """Replay everything captured so far through the model."""
+        from harness.check import replay
+
+        self.session.drain()
+        header, events = self.session.assembly.parsed()
+        return replay(events, header=header)
+
+    def expected(self, op: str, **inputs):
+        """What the model says Xen answers `op` now (as dom0)."""
+        from harness.check.stepwise import Checker, _Run
+
+        self.session.drain()
+        header, events = self.session.assembly.parsed()
+        checker = Checker(header)
+        _Run(checker, "fixture").run_block(events, lambda i: i + 2)
+        return checker.expected_status(op, 0, **inputs)
+
+
+@pytest.fixture(scope="module")
+def _xenrig_stack(request):
+    from harness import config, runner, stack
+    from harness.stages import ConsoleProgress, Timeline
+
+    opts = request.config.option
+    scenario = config.load_scenario(opts.xenrig_scenario)
+    host_cfg = config.load_host(opts.xenrig_host or scenario.host)
+    scenario.capture = True
+    run_dir = runner.new_run_dir(f"pytest-{request.module.__name__.rsplit('.', 1)[-1]}", opts.xenrig_runs)
+    timeline = Timeline([ConsoleProgress()])
+    with contextlib.ExitStack() as es:
+        built_images, built_modules = runner.prepare(scenario, timeline, run_dir)
+        xen = es.enter_context(stack.xen_host(host_cfg, timeline, run_dir, built=built_images))
+        es.callback(runner.collect_xen_logs, xen, run_dir)
+        yield {"xen": xen, "scenario": scenario, "modules": built_modules, "timeline": timeline, "run_dir": run_dir}
+
+
+@pytest.fixture(scope="module")
+def xen_host(_xenrig_stack):
+    return _xenrig_stack["xen"]
+
+
+@pytest.fixture(scope="module")
+def _xenrig_guest(_xenrig_stack):
+    from harness import runner
+
+    s = _xenrig_stack
+    with runner.guest_with_modules(s["xen"], s["scenario"], s["modules"], s["timeline"], s["run_dir"], {},
+                                   capture=True) as (guest, session):
+        yield guest, session
+        with contextlib.suppress(Exception):
+            session.finish()
+
+
+@pytest.fixture(scope="module")
+def hvm_guest(_xenrig_guest):
+    return _xenrig_guest[0]
+
+
+@pytest.fixture
+def trace(_xenrig_guest):
+    t = XenrigTrace(_xenrig_guest[1])
+    yield t
+    verdict = t.verdict()
+    if verdict.outcome != "PASS":
+        pytest.fail(verdict.summary(), pytrace=False)
