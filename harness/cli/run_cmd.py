@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from harness import runner
+from harness.config import overrides
 from harness.report import summary_text
 
 
@@ -15,11 +16,16 @@ def register(sub) -> None:
     p.add_argument("--host", type=Path, help="host config to use instead of the scenario's")
     p.add_argument("--console", action="store_true", help="show the L0 serial console (Xen + dom0) live")
     p.add_argument("--run-dir", type=Path, help="folder for the report (default: runs/<time>-<scenario>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one setting of the scenario for this run (repeatable), e.g. "
+                        "guest.disks[*].backend=qdisk or modules.blkfront.params.feature_persistent=0")
     p.set_defaults(handler=handle)
 
 
 def handle(args) -> int:
     scenario, host = runner.load(args.scenario, args.host)
+    if args.overrides:
+        scenario = overrides.apply(scenario, args.overrides)
     if args.run_dir:
         args.run_dir.mkdir(parents=True, exist_ok=True)
     result = runner.run_scenario(scenario, host, run_dir=args.run_dir, console=args.console)
