@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "repro",
     "shell",
     "check",
+    "nightly",
 ]
 
 
