@@ -76,3 +76,17 @@ def open_connection(uri: str, embed_root: Path) -> libvirt.virConnect:
                              hint="Run 'xenrig doctor' to check libvirt's QEMU driver") from None
         _conns[uri] = conn
         return conn
+
+
+def close_connection(conn: libvirt.virConnect) -> None:
+    """Close an embedded connection: the embedded driver then shuts down and
+    releases its root, so another process (a later `xenrig` command, or a
+    test's subprocess) can open it.  QEMU itself keeps running if kept."""
+    with _lock:
+        for uri, c in list(_conns.items()):
+            if c is conn:
+                del _conns[uri]
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass

@@ -25,7 +25,7 @@ from harness.images import Images
 from harness.machine import accel as accel_mod
 from harness.machine import domxml, stackfile
 from harness.machine._libvirt import libvirt
-from harness.machine.libvirt_conn import open_connection
+from harness.machine.libvirt_conn import close_connection, open_connection
 from harness.machine.serial import SerialLog
 from harness.stages import Timeline
 
@@ -172,6 +172,7 @@ def boot(host: HostConfig, images: Images, run_dir: Path, timeline: Timeline, *,
             # createXML failed or we were interrupted before it returned.
             destroy_stale(conn, root)
             overlay.unlink(missing_ok=True)
+        close_connection(conn)
 
 
 def wait_gone(machine: Machine, timeout_s: float = 10) -> bool:
@@ -187,6 +188,9 @@ def stop_kept(state: Path) -> list[str]:
     """Stop the stack `xenrig up` left running (and any leftovers)."""
     record = stackfile.load(state)
     conn = open_connection(record.libvirt_uri if record else "qemu:///embed", embed_root())
-    gone = destroy_stale(conn, embed_root())
+    try:
+        gone = destroy_stale(conn, embed_root())
+    finally:
+        close_connection(conn)
     stackfile.clear(state)
     return gone
