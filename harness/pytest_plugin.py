@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -84,9 +85,22 @@ class XenrigTrace:
         return checker.expected_status(op, 0, **inputs)
 
 
+@contextlib.contextmanager
+def _embed_root(root: Path):
+    old = os.environ.get("XENRIG_EMBED_ROOT")
+    os.environ["XENRIG_EMBED_ROOT"] = str(root)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("XENRIG_EMBED_ROOT", None)
+        else:
+            os.environ["XENRIG_EMBED_ROOT"] = old
+
+
 @pytest.fixture(scope="module")
 def _xenrig_stack(request):
-    from harness import config, runner, stack
+    from harness import config, paths, runner, stack
     from harness.stages import ConsoleProgress, Timeline
 
     opts = request.config.option
@@ -96,6 +110,10 @@ def _xenrig_stack(request):
     run_dir = runner.new_run_dir(f"pytest-{request.module.__name__.rsplit('.', 1)[-1]}", opts.xenrig_runs)
     timeline = Timeline([ConsoleProgress()])
     with contextlib.ExitStack() as es:
+        # This process outlives the stack and would keep the CLI's embedded
+        # libvirt root locked: boot from a root of its own, and give the
+        # variable back afterwards so `xenrig` subprocesses use the usual one.
+        es.enter_context(_embed_root(paths.state_dir() / "libvirt-pytest"))
         built_images, built_modules = runner.prepare(scenario, timeline, run_dir)
         xen = es.enter_context(stack.xen_host(host_cfg, timeline, run_dir, built=built_images))
         es.callback(runner.collect_xen_logs, xen, run_dir)

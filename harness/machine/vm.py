@@ -34,7 +34,12 @@ DOM0_READY = "XENRIG-DOM0-READY"
 
 
 def embed_root() -> Path:
-    return paths.state_dir() / "libvirt"
+    """The embedded libvirt driver's root.  A process that opened it keeps it
+    locked until it exits (the driver does not shut down on close), so a
+    long-lived process that boots stacks itself (the pytest plugin) uses a
+    root of its own via XENRIG_EMBED_ROOT, leaving this one to the CLI."""
+    override = os.environ.get("XENRIG_EMBED_ROOT")
+    return Path(override) if override else paths.state_dir() / "libvirt"
 
 
 @dataclass
@@ -81,10 +86,11 @@ def free_port() -> int:
 
 
 def _qemu_processes_of(root: Path) -> list[int]:
-    """QEMU processes whose command line mentions our embedded libvirt root
-    (a fallback for a domain libvirt no longer knows about)."""
+    """QEMU processes running a xenrig L0 VM, whichever libvirt root started
+    them (a fallback for a domain this libvirt does not know about).  The
+    stack lock makes any such VM a leftover."""
     pids = []
-    needle = str(root).encode()
+    needle = f"guest={DOMAIN_PREFIX}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
