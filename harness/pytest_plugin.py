@@ -22,9 +22,7 @@ The shipped scenarios run on the same library calls (harness.runner).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shlex
 from pathlib import Path
 
 import pytest
@@ -49,18 +47,11 @@ class XenrigTrace:
 
     def guest(self, command: str, timeout_s: float = 120) -> dict:
         """Run an exerciser command (docs/exerciser.md); its result line."""
-        from harness.capture.live import EXERCISER_DIR
-
-        res = self.session.guest.run(f"echo {shlex.quote(command)} > {EXERCISER_DIR}/ctl; cat {EXERCISER_DIR}/ctl",
-                                     timeout_s=timeout_s)
-        return json.loads(res.stdout.strip().splitlines()[-1])
+        return self.session.exerciser(command, timeout_s)
 
     def dom0(self, op: dict) -> dict:
         """A GNTTABOP (or gntalloc/read_grant) from dom0's agent; rdom
         defaults to the guest."""
-        op = dict(op)
-        if op.get("op") in ("query_size", "setup_table", "map", "transfer", "get_version", "read_grant"):
-            op.setdefault("rdom", self.session.guest.domid)
         return self.session.dom0(op)
 
     def dump(self) -> dict:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shlex
 import time
 from dataclasses import dataclass, field
 
-from harness.capture.live import EXERCISER_DIR, CaptureSession
+from harness.capture.live import CaptureSession
 from harness.checks.result import ERROR, FAIL, PASS, SKIP, CheckResult
 from harness.config import Step
 from harness.errors import HangDetected, UsageError, XenrigError
@@ -103,22 +102,13 @@ class StepRunner:
         cap = self.capture
         where = rec.label
         if step.guest is not None:
-            line = self._resolve(step.guest, where)
-            res = cap.guest.run(f"echo {shlex.quote(line)} > {EXERCISER_DIR}/ctl; cat {EXERCISER_DIR}/ctl",
-                                timeout_s=step.timeout_s)
-            last = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
-            try:
-                rec.result = json.loads(last)
-            except ValueError:
-                raise UsageError(f"{where}: the exerciser did not answer '{line}' with a log line (got {last[:200]!r})")
+            rec.result = cap.exerciser(self._resolve(step.guest, where), timeout_s=step.timeout_s)
             rec.op = rec.result.get("op")
         elif step.shell is not None:
             res = cap.guest.run(self._resolve(step.shell, where), timeout_s=step.timeout_s)
             rec.result = {"exit": res.exit_status, "output": res.stdout[-2000:]}
         elif step.dom0 is not None:
             op = {k: self._value(v, where) for k, v in step.dom0.items()}
-            if op.get("op") in ("query_size", "setup_table", "map", "transfer", "get_version", "read_grant"):
-                op.setdefault("rdom", cap.guest.domid)
             rec.result = cap.dom0(op)
             rec.seq = rec.result.pop("_seq", None)
             rec.op = op["op"]

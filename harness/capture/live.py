@@ -158,8 +158,28 @@ class CaptureSession:
                 self.exerciser_events.setdefault(ev["_exseq"], ev["seq"])
         return len(batch)
 
+    def exerciser(self, line: str, timeout_s: float = 120) -> dict:
+        """One exerciser command (docs/exerciser.md); its result line."""
+        import json
+        import shlex
+
+        res = self.guest.run(f"echo {shlex.quote(line)} > {EXERCISER_DIR}/ctl; cat {EXERCISER_DIR}/ctl",
+                             timeout_s=timeout_s)
+        last = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+        try:
+            return json.loads(last)
+        except ValueError:
+            raise InfraError(f"the exerciser did not answer '{line}' with a log line (got {last[:200]!r})") from None
+
     # -- dom0 ----------------------------------------------------------------
+    DOM0_OPS_ON_GUEST = ("query_size", "setup_table", "map", "transfer", "get_version", "read_grant")
+
     def dom0(self, op: dict) -> dict:
+        """A GNTTABOP (or helper op) from dom0's agent; `rdom` defaults to
+        the guest for the operations that name a domain."""
+        op = dict(op)
+        if op.get("op") in self.DOM0_OPS_ON_GUEST:
+            op.setdefault("rdom", self.guest.domid)
         self.drain()
         if self.agent is None:
             self.agent = dom0_agent.AgentSession(self.xen)
