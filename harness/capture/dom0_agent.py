@@ -90,7 +90,10 @@ class AgentSession:
         if line is None:
             err = self.chan.recv_stderr(65536).decode(errors="replace") if self.chan.recv_stderr_ready() else ""
             raise InfraError(f"the dom0 grant agent exited unexpectedly: {err.strip()[-400:]}")
-        result = json.loads(line)
+        try:
+            result = json.loads(line)
+        except ValueError:
+            raise InfraError(f"the dom0 grant agent printed a line that is not JSON: {line[:200]!r}") from None
         if "error" in result:
             raise InfraError(f"the dom0 grant agent failed on {op}: {result['error']}")
         return result
@@ -105,7 +108,10 @@ class AgentSession:
                 if line is None:
                     break
                 if line.strip():
-                    out.append(json.loads(line))
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        raise InfraError(f"the dom0 grant agent printed a line that is not JSON: {line[:200]!r}") from None
         finally:
             self.chan.close()
         return out

@@ -47,7 +47,8 @@ class CaptureSession:
             note="captured by xenrig: tracer kprobes in the guest, gntagent in dom0, xl debug-keys g")
         self.agent: dom0_agent.AgentSession | None = None
         self.exerciser_seq = -1
-        self.ring_names: dict[int, str] = {}
+        self.ring_names: dict[int, str] = {}                  # ring-ref -> "xvda/0"
+        self._ring_paths: dict[str, tuple[str, str, int]] = {}   # ring -> (frontend, backend, ring-ref)
         self.rings_announced: set[str] = set()
         self.stats: dict = {}
         self.guest_lines = 0
@@ -99,11 +100,10 @@ class CaptureSession:
             if res.ok and len(lines) == 2 and lines[0].isdigit():
                 gref, backend = int(lines[0]), lines[1]
                 self.ring_names[gref] = f"{disk.vdev}/0"
-                self._ring_backend_paths = getattr(self, "_ring_backend_paths", {})
-                self._ring_backend_paths[f"{disk.vdev}/0"] = (base, backend, gref)
+                self._ring_paths[f"{disk.vdev}/0"] = (base, backend, gref)
 
     def _connect_facts(self, ring: str) -> dict:
-        base, backend, _gref = self._ring_backend_paths[ring]
+        base, backend, _gref = self._ring_paths[ring]
         res = self.xen.run(f"xenstore-read {base}/feature-persistent {backend}/feature-persistent 2>/dev/null; "
                            f"echo --; xenstore-read {backend}/feature-max-indirect-segments 2>/dev/null", timeout_s=30)
         persist, _, indirect = res.stdout.partition("--")
@@ -117,8 +117,8 @@ class CaptureSession:
         out = []
         for ev in batch:
             ring = ev.get("ring")
-            if ev["kind"] == "blkif.req" and ring not in self.rings_announced and ring in getattr(self, "_ring_backend_paths", {}):
-                _, _, gref = self._ring_backend_paths[ring]
+            if ev["kind"] == "blkif.req" and ring not in self.rings_announced and ring in self._ring_paths:
+                _, _, gref = self._ring_paths[ring]
                 out.append({"t_ns": ev["t_ns"], "dom": ev["dom"], "src": "guest", "kind": "ring.setup", "ring": ring,
                             "grefs": [gref], "backend": 0, "nr_ents": 32, "start": 0})
                 out.append({"t_ns": ev["t_ns"], "dom": ev["dom"], "src": "guest", "kind": "blkif.connect", "ring": ring,
