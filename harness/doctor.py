@@ -85,7 +85,7 @@ def examine() -> list[Finding]:
                                fix="pip install -e . (after the Debian packages above)"))
     free = _free_gib(paths.cache_dir())
     out.append(Finding("disk space", free >= MIN_FREE_GIB, f"{free:.1f} GiB free under {paths.cache_dir()} (need {MIN_FREE_GIB})",
-                       fix=f"free space or set XENRIG_CACHE to a bigger disk"))
+                       fix="free space or set XENRIG_CACHE to a bigger disk"))
     mem = _mem_gib()
     out.append(Finding("memory", mem >= MIN_MEM_GIB, f"{mem:.1f} GiB (the L0 VM takes 3 GiB)", fix="use a bigger machine"))
     rep = accel.probe()

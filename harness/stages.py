@@ -74,9 +74,6 @@ class Timeline:
             for sub in self.subscribers:
                 sub.stage_finished(record)
 
-    def durations(self) -> dict[str, float]:
-        return {r.name: round(r.duration_s, 3) for r in self.records}
-
 
 class ConsoleProgress:
     """Progress on stderr: one line per stage start/end, and on a terminal a

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from harness import proc
 from harness.errors import InfraError
-from harness.images import apt
 from harness.images.cache import Artifact, Store, key_of
 
 

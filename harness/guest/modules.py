@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 
 from harness.build import BuiltModule, elfinfo
-from harness.checks import parsers
 from harness.errors import InfraError, StageTimeout
 from harness.guest.hvm import HvmGuest
 from harness.guest.payload import GUEST_MODULE_DIR
@@ -68,8 +67,4 @@ def read_params(guest: HvmGuest, name: str) -> dict[str, str]:
     res = guest.run(f"cd /sys/module/{name}/parameters 2>/dev/null && for p in *; do echo \"$p=$(cat $p)\"; done",
                     timeout_s=30)
     return dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
-
-
-def features(guest: HvmGuest) -> dict[str, dict[str, str]]:
-    return parsers.blkfront_features(guest.run("dmesg | grep 'blkfront: xvd'", timeout_s=30).stdout)
 
