@@ -54,6 +54,21 @@ class InfraError(XenrigError):
     """Image build, boot, SSH, or a tool failed: not the subject under test."""
 
 
+class TransportError(InfraError):
+    """The SSH stream to dom0 broke (a MAC error, a reset, EOF) while a
+    command ran: the command may or may not have taken effect in dom0."""
+
+    kind = "transport"
+
+
+class CorruptionError(InfraError):
+    """Bytes arrived that differ from what their source computed a checksum
+    over (or a canary changed): the stack damaged data, so nothing read from
+    it in this run is trustworthy evidence about the subject."""
+
+    kind = "corruption"
+
+
 class StageTimeout(InfraError):
     """A wait ran out of time; the message names the stage and the log."""
 

@@ -13,6 +13,7 @@ import importlib
 import signal
 import sys
 
+from harness import logfile
 from harness.errors import XenrigError
 
 # Order is the order of `xenrig --help`.
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    logfile.quiet_terminal()
     try:
         return int(args.handler(args) or 0)
     except XenrigError as exc:

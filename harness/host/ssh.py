@@ -9,7 +9,11 @@ accepted blindly.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import logging
+import re
+import select
 import shlex
 import socket
 import time
@@ -18,7 +22,10 @@ from pathlib import Path
 
 import paramiko
 
-from harness.errors import InfraError, StageTimeout
+from harness.errors import CorruptionError, InfraError, StageTimeout, TransportError, XenrigError
+
+log = logging.getLogger(__name__)
+DIGEST = re.compile(r"^XR-SHA256 ([0-9a-f]{64})$", re.M)
 
 
 @dataclass
@@ -28,6 +35,7 @@ class Result:
     stdout: str
     stderr: str
     duration_s: float
+    stdout_bytes: bytes = b""   # stdout as received, for callers that hash it
 
     @property
     def ok(self) -> bool:
@@ -50,6 +58,8 @@ class SshSession:
         self.label = label
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self.reconnects = 0                    # counted in report.json
+        self.transport_events: list[str] = []  # why each reconnect happened
 
     # -- connection -------------------------------------------------------
     def _known_name(self) -> str:
@@ -105,13 +115,49 @@ class SshSession:
 
     # -- commands ---------------------------------------------------------
     def run(self, command: str, *, timeout_s: float, check: bool = False, input: bytes | None = None,
-            what: str | None = None) -> Result:
+            what: str | None = None, digest: bool = False, retry: bool = False) -> Result:
         """Run `command` under sh in dom0.  The remote side is wrapped in
-        timeout(1) so a stuck command dies there too, not only our wait."""
+        timeout(1) so a stuck command dies there too, not only our wait.
+
+        `digest`: dom0 hashes the output where it is made and the hash is
+        checked here (evidence: logs, dumps, traces).  `retry`: the command
+        only reads, so when the SSH stream breaks under it we reconnect and
+        run it again; otherwise we reconnect (so teardown still works) and
+        raise TransportError: the command may or may not have happened."""
+        attempts = 2 if retry else 1
+        for attempt in range(attempts):
+            try:
+                return self._run_once(command, timeout_s=timeout_s, check=check, input=input, what=what,
+                                      digest=digest)
+            except TransportError as exc:
+                broken = exc
+                self._recover(str(exc))
+                if attempt + 1 < attempts:
+                    continue
+        raise broken
+
+    def _recover(self, why: str) -> None:
+        """A fresh connection with the pinned key after the stream broke."""
+        self.reconnects += 1
+        self.transport_events.append(why[:300])
+        log.warning("%s: SSH transport broke (%s); reconnecting", self.label, why[:200])
+        self.close()
+        try:
+            self.connect(60, stage="reconnect")
+        except XenrigError as exc:
+            log.warning("%s: reconnect failed: %s", self.label, exc)
+
+    def _run_once(self, command: str, *, timeout_s: float, check: bool, input: bytes | None,
+                  what: str | None, digest: bool) -> Result:
         wrapped = f"timeout -k 5 {max(1, int(timeout_s))} sh -c {shlex.quote(command)}"
+        if digest:
+            wrapped = digest_wrap(wrapped)
         started = time.monotonic()
         try:
-            chan = self.client.get_transport().open_session(timeout=30)
+            transport = self.client.get_transport()
+            if transport is None or not transport.is_active():
+                raise paramiko.SSHException("SSH session not active")
+            chan = transport.open_session(timeout=30)
             chan.settimeout(timeout_s + 15)
             chan.exec_command(wrapped)
             if input is not None:
@@ -119,24 +165,19 @@ class SshSession:
             chan.shutdown_write()
             out, err = io.BytesIO(), io.BytesIO()
             deadline = started + timeout_s + 15
-            while True:
-                if chan.recv_ready():
-                    out.write(chan.recv(65536))
-                elif chan.recv_stderr_ready():
-                    err.write(chan.recv_stderr(65536))
-                elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                else:
-                    if time.monotonic() > deadline:
-                        chan.close()
-                        raise StageTimeout(f"{self.label}: '{_short(command)}' gave no exit status within {timeout_s:.0f}s")
-                    time.sleep(0.01)
+            drain(chan, transport, out, err, deadline, f"{self.label}: '{_short(command)}'", timeout_s)
             status = chan.recv_exit_status()
             chan.close()
         except (paramiko.SSHException, socket.error, EOFError) as exc:
-            raise InfraError(f"{self.label}: the SSH connection failed while running '{_short(command)}': {exc}") from None
-        res = Result(command, status, out.getvalue().decode(errors="replace"), err.getvalue().decode(errors="replace"),
-                     time.monotonic() - started)
+            raise TransportError(f"{self.label}: the SSH connection broke while running '{_short(command)}': "
+                                 f"{type(exc).__name__}: {exc}",
+                                 hint="The harness reconnected; this command was not retried because it may have "
+                                      "changed state. See docs/dom0-corruption.md") from None
+        stderr = err.getvalue().decode(errors="replace")
+        if digest:
+            stderr = check_digest(out.getvalue(), stderr, f"{self.label}: the output of '{_short(command)}'", "dom0")
+        res = Result(command, status, out.getvalue().decode(errors="replace"), stderr,
+                     time.monotonic() - started, out.getvalue())
         if check and status != 0:
             detail = (res.stderr or res.stdout).strip().splitlines()[-10:]
             timed = " (killed by its timeout)" if status in (124, 137) else ""
@@ -180,6 +221,60 @@ class SshSession:
     def read(self, remote: str) -> bytes:
         with self.sftp.open(remote, "rb") as fh:
             return fh.read()
+
+
+def drain(chan, transport, out: io.BytesIO, err: io.BytesIO, deadline: float, what: str, timeout_s: float) -> None:
+    """Read stdout and stderr until the channel's EOF, then wait for its exit
+    status.  Not until the exit status: sshd sends that as soon as the
+    command exits, possibly before the tail of a large output that is still
+    waiting for window space, so stopping there loses the last 32 or 64 KiB
+    (measured: 32 MiB transfers came back 32768 bytes short).  Blocks in
+    select() on the channel instead of polling: QEMU needs the CPU."""
+    fd = chan.fileno()
+    while True:
+        got = False
+        if chan.recv_ready():
+            out.write(chan.recv(65536))
+            got = True
+        if chan.recv_stderr_ready():
+            err.write(chan.recv_stderr(65536))
+            got = True
+        if got:
+            continue
+        if chan.eof_received or chan.closed:
+            break
+        left = deadline - time.monotonic()
+        if left <= 0:
+            chan.close()
+            raise StageTimeout(f"{what} gave no end of output within {timeout_s:.0f}s")
+        if not transport.is_active():
+            raise paramiko.SSHException("the SSH transport closed")
+        select.select([fd], [], [], min(left, 1.0))
+    if not chan.status_event.wait(max(1.0, deadline - time.monotonic())):
+        chan.close()
+        raise StageTimeout(f"{what} gave no exit status within {timeout_s:.0f}s")
+
+
+def digest_wrap(shell_command: str, tmpdir: str = "/dev/shm") -> str:
+    """`shell_command` with its stdout kept in a tmpfs file, hashed where it
+    was made, then sent; the hash is the last line of stderr.  mktemp: no
+    two commands share a file."""
+    return (f'f=$(mktemp {tmpdir}/xr-out.XXXXXX) || exit 125; '
+            f'{shell_command} > "$f"; rc=$?; cat "$f"; '
+            'echo "XR-SHA256 $(sha256sum < "$f" | cut -c1-64)" >&2; rm -f "$f"; exit $rc')
+
+
+def check_digest(stdout: bytes, stderr: str, what: str, source: str) -> str:
+    """Check the `XR-SHA256` line `source` put on stderr against `stdout`;
+    stderr without that line, or CorruptionError."""
+    found = DIGEST.findall(stderr)
+    if not found:
+        raise CorruptionError(f"{what} came without the sha256 {source} computes over every output",
+                              hint="The stream was cut or damaged; see docs/dom0-corruption.md")
+    if hashlib.sha256(stdout).hexdigest() != found[-1]:
+        raise CorruptionError(f"{what} arrived on the host with a sha256 other than the one {source} computed "
+                              f"({len(stdout)} bytes)", hint="The stack corrupts memory: see docs/dom0-corruption.md")
+    return DIGEST.sub("", stderr).rstrip("\n")
 
 
 def _short(command: str) -> str:

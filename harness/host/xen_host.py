@@ -8,7 +8,6 @@ forwarded port) and a real Xen host over the network: everything above
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -37,24 +36,28 @@ class XenHost:
         self.cfg = cfg
         self.machine = None   # the L0 VM when the host is nested (harness.machine.Machine)
 
-    def run(self, command: str, *, timeout_s: float | None = None, check: bool = False, what: str | None = None) -> Result:
-        return self.ssh.run(command, timeout_s=timeout_s or self.cfg.timeouts.command_s, check=check, what=what)
+    def run(self, command: str, *, timeout_s: float | None = None, check: bool = False, what: str | None = None,
+            digest: bool = False, retry: bool = False) -> Result:
+        """`retry` only for commands that change nothing; `digest` for output
+        that is evidence (see SshSession.run)."""
+        return self.ssh.run(command, timeout_s=timeout_s or self.cfg.timeouts.command_s, check=check, what=what,
+                            digest=digest, retry=retry)
 
-    def xl(self, args: str, *, timeout_s: float | None = None, check: bool = True) -> Result:
-        return self.run(f"xl {args}", timeout_s=timeout_s, check=check, what=f"'xl {args}'")
+    def xl(self, args: str, *, timeout_s: float | None = None, check: bool = True, retry: bool = False,
+           digest: bool = False) -> Result:
+        return self.run(f"xl {args}", timeout_s=timeout_s, check=check, what=f"'xl {args}'", retry=retry,
+                        digest=digest)
 
     def dmesg(self, clear: bool = False) -> str:
-        return self.xl("dmesg -c" if clear else "dmesg", timeout_s=30).stdout
+        if clear:
+            return self.xl("dmesg -c", timeout_s=30).stdout
+        return self.xl("dmesg", timeout_s=30, retry=True, digest=True).stdout
 
     def debug_key(self, key: str) -> None:
         self.xl(f"debug-keys {key}", timeout_s=30)
 
-    def info(self) -> dict[str, str]:
-        out = self.xl("info", timeout_s=30).stdout
-        return parse_xl_info(out)
-
     def domid(self, name: str) -> int | None:
-        res = self.xl(f"domid {name}", check=False, timeout_s=30)
+        res = self.xl(f"domid {name}", check=False, timeout_s=30, retry=True)
         out = res.stdout.strip().splitlines()
         return int(out[-1]) if res.ok and out and out[-1].strip().isdigit() else None
 
@@ -65,14 +68,6 @@ class XenHost:
         for src in sorted(REMOTE_SOURCES.glob("*.py")):
             self.ssh.put(src, f"{AGENT_DIR}/{src.name}", mode=0o755)
 
-
-def parse_xl_info(text: str) -> dict[str, str]:
-    info = {}
-    for line in text.splitlines():
-        m = re.match(r"^(\S+)\s*:\s?(.*)$", line)
-        if m:
-            info[m.group(1)] = m.group(2).strip()
-    return info
 
 
 @contextlib.contextmanager
