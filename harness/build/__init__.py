@@ -8,6 +8,8 @@ report names the source, the patches and the build id of what was loaded.
 
 from __future__ import annotations
 
+import shlex
+
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -49,7 +51,7 @@ class BuiltModule:
         return d
 
     def insmod_args(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(self.params.items()))
 
 
 def _blkfront_source(spec: ModuleSpec, store: Store, guest_meta: dict, log: Path) -> tuple[Path, dict]:

@@ -15,6 +15,7 @@ while requests are outstanding or a device never reached Connected.
 
 from __future__ import annotations
 
+import shlex
 import struct
 import time
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ class HangReport:
 
 
 def _state(xen: XenHost, path: str) -> str:
-    res = xen.run(f"xenstore-read {path}/state", timeout_s=20)
+    res = xen.run(f"xenstore-read {shlex.quote(path + '/state')}", timeout_s=20)
     value = res.stdout.strip()
     return XENBUS_STATES.get(int(value), value) if value.isdigit() else "absent"
 
@@ -72,7 +73,8 @@ def sample(xen: XenHost, guest: HvmGuest, vdevs: list[str]) -> list[RingSample]:
         devid = parsers.vdev_number(vdev)
         fe = f"/local/domain/{guest.domid}/device/vbd/{devid}"
         s = RingSample(vdev, frontend_state=_state(xen, fe))
-        backend = xen.run(f"xenstore-read {fe}/backend", timeout_s=20).stdout.strip()
+        # The guest can write its frontend's `backend` node: validate it.
+        backend = parsers.backend_path(xen.run(f"xenstore-read {fe}/backend", timeout_s=20).stdout)
         if backend:
             s.backend_state = _state(xen, backend)
         ref = xen.run(f"xenstore-read {fe}/ring-ref", timeout_s=20).stdout.strip()

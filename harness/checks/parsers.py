@@ -64,3 +64,15 @@ def vdev_number(vdev: str) -> int:
     for ch in vdev[3:]:
         index = index * 26 + (ord(ch) - ord("a") + 1)
     return 202 * 256 + (index - 1) * 16
+
+
+# A vbd's backend path as the toolstack writes it.  The guest can rewrite
+# the `backend` node in its own frontend directory, so whatever it holds is
+# checked against this shape before it goes near a shell in dom0.
+BACKEND_PATH = re.compile(r"/local/domain/[0-9]{1,5}/backend/(vbd|qdisk|vbd3)/[0-9]{1,5}/[0-9]{1,9}")
+
+
+def backend_path(value: str) -> str | None:
+    """`value` if it is a well-formed vbd backend path, else None."""
+    value = value.strip()
+    return value if BACKEND_PATH.fullmatch(value) else None

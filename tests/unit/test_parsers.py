@@ -1,3 +1,5 @@
+import pytest
+
 from harness.checks import parsers
 
 XL_DMESG = """(XEN) HVM: ASIDs enabled.
@@ -39,3 +41,15 @@ def test_vdev_numbers():
     assert parsers.vdev_number("xvda") == 51712
     assert parsers.vdev_number("xvdb") == 51728
     assert parsers.vdev_number("xvdp") == 51712 + 15 * 16
+
+
+@pytest.mark.parametrize("value,ok", [
+    ("/local/domain/0/backend/vbd/3/51712", True),
+    ("/local/domain/0/backend/qdisk/3/51728\n", True),
+    ("/local/domain/0/backend/vbd/3/51712; reboot", False),
+    ("$(reboot)", False),
+    ("/local/domain/0/backend/vbd/3/../../../x", False),
+    ("", False),
+])
+def test_a_backend_path_from_the_guests_xenstore_is_checked(value, ok):
+    assert (parsers.backend_path(value) is not None) == ok
