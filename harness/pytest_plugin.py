@@ -91,7 +91,7 @@ def _embed_root(root: Path):
 
 @pytest.fixture(scope="module")
 def _xenrig_stack(request):
-    from harness import config, paths, runner, stack
+    from harness import canary, config, paths, runner, stack
     from harness.stages import ConsoleProgress, Timeline
 
     opts = request.config.option
@@ -108,7 +108,12 @@ def _xenrig_stack(request):
         built_images, built_modules = runner.prepare(scenario, timeline, run_dir)
         xen = es.enter_context(stack.xen_host(host_cfg, timeline, run_dir, built=built_images))
         es.callback(runner.collect_xen_logs, xen, run_dir)
+        canary.start_dom0(xen)
         yield {"xen": xen, "scenario": scenario, "modules": built_modules, "timeline": timeline, "run_dir": run_dir}
+        # A stack that damaged dom0's memory makes every result above suspect.
+        held = canary.stop_dom0(xen)
+        if held.outcome != "PASS":
+            pytest.fail(f"{held.id}: {held.message}", pytrace=False)
 
 
 @pytest.fixture(scope="module")

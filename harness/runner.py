@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from harness import build, config, guest, images, paths, report, stack
+from harness import build, canary, config, guest, images, logfile, paths, report, stack
 from harness.checks import smoke
 from harness.capture.live import CaptureSession
 from harness.check import stepwise
@@ -27,6 +27,7 @@ from harness.errors import HangDetected, XenrigError
 from harness.guest import modules as guest_modules
 from harness.guest.payload import pack_modules
 from harness.host import XenHost
+from harness.machine import tools as host_tools
 from harness.stages import ConsoleProgress, Timeline
 from harness.steps import StepRunner
 
@@ -56,6 +57,7 @@ def new_run_dir(name: str, base: Path | None = None) -> Path:
         n += 1
         d = base / f"{stamp}-{name}-{n}"
     d.mkdir(parents=True)
+    logfile.attach(d)
     return d
 
 
@@ -204,6 +206,8 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                  timeline: Timeline | None = None, console: bool = False, keep: bool = False) -> RunOutcome:
     """`keep`: leave the stack and the guest up afterwards (xenrig repro --keep)."""
     run_dir = run_dir or new_run_dir(scenario.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logfile.attach(run_dir)
     timeline = timeline or Timeline([ConsoleProgress()])
     results: list[CheckResult] = []
     info: dict = {"run_dir": str(run_dir)}
@@ -212,11 +216,14 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
     try:
         built_images, built_modules = prepare(scenario, timeline, run_dir, remote=host_cfg.kind == "remote")
         info["modules"] = [m.to_dict() for m in built_modules]
+        info["host_tools"] = host_tools.versions()
         with stack.xen_host(host_cfg, timeline, run_dir, built=built_images, console=console, info=info,
                             keep=keep, replace_kept=keep) as xen:
+            canary.start_dom0(xen)
             try:
                 with guest_with_modules(xen, scenario, built_modules, timeline, run_dir, info,
                                         capture=scenario.capture, keep=keep) as (g, session):
+                    guest_canary = canary.start_guest(g)
                     if keep:
                         keep_stack(xen, host_cfg, run_dir, g.name)
                     note = lambda r: timeline.note(f"{r.outcome} {r.id}: {r.message}")  # noqa: E731
@@ -233,7 +240,14 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                         for r in judge_capture(session, steps, timeline, info):
                             note(r)
                             results.append(r)
+                    r = canary.check_guest(g, guest_canary)
+                    note(r)
+                    results.append(r)
             finally:
+                r = canary.stop_dom0(xen)
+                timeline.note(f"{r.outcome} {r.id}: {r.message}")
+                results.append(r)
+                info["transport"] = {"reconnects": xen.ssh.reconnects, "events": xen.ssh.transport_events}
                 collect_xen_logs(xen, run_dir)
     except HangDetected as exc:
         results.append(CheckResult("hang", FAIL, exc.message, exc.evidence))
@@ -244,7 +258,10 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
         error = XenrigError("interrupted by the user (Ctrl-C); everything started was stopped")
     finally:
         if error is not None:
-            results.append(CheckResult("harness", ERROR, error.paragraph()))
+            # The innermost stage that failed is where the trouble began.
+            failed = [r.name for r in timeline.records if r.outcome == "failed"]
+            where = f"in stage '{failed[-1]}': " if failed else ""
+            results.append(CheckResult("harness", ERROR, where + error.paragraph(), extra={"kind": error.kind}))
         verdict = overall(results)
         rep = report.RunReport(scenario.name, verdict, run_dir, timeline.wall_start, timeline.elapsed(),
                                timeline.records, results, info=info,

@@ -32,7 +32,8 @@ def run(xen: XenHost, ops: list[dict], timeout_s: float = 60) -> list[dict]:
     """Run the operations in one agent process; one result per operation
     (plus the agent's clean-up unmaps at the end)."""
     payload = "".join(json.dumps(op) + "\n" for op in ops).encode()
-    res = xen.ssh.run(f"python3 {AGENT_DIR}/gntagent.py", timeout_s=timeout_s, input=payload)
+    # digest: the results are evidence the model judges; dom0 hashes them.
+    res = xen.ssh.run(f"python3 {AGENT_DIR}/gntagent.py", timeout_s=timeout_s, input=payload, digest=True)
     results = []
     for line in res.stdout.splitlines():
         try:

@@ -7,6 +7,7 @@ and writes one trace (schema v1) that the model then replays.
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from harness.capture import dom0_agent, exerciser_log, xen_dump
 from harness.capture.session import TraceAssembly
 from harness.checks import parsers
 from harness.config import Scenario
-from harness.errors import InfraError, XenrigError
+from harness.errors import InfraError
 from harness.guest import HvmGuest
 from harness.guest import modules as guest_modules
 from harness.host import XenHost
@@ -97,15 +98,19 @@ class CaptureSession:
             base = f"/local/domain/{self.guest.domid}/device/vbd/{devid}"
             res = self.xen.run(f"xenstore-read {base}/ring-ref {base}/backend", timeout_s=30)
             lines = res.stdout.split()
-            if res.ok and len(lines) == 2 and lines[0].isdigit():
+            # Both values come from the guest's own xenstore directory: the
+            # backend path is used in dom0 commands, so it must look like one.
+            if res.ok and len(lines) == 2 and lines[0].isdigit() and parsers.backend_path(lines[1]):
                 gref, backend = int(lines[0]), lines[1]
                 self.ring_names[gref] = f"{disk.vdev}/0"
                 self._ring_paths[f"{disk.vdev}/0"] = (base, backend, gref)
 
     def _connect_facts(self, ring: str) -> dict:
         base, backend, _gref = self._ring_paths[ring]
-        res = self.xen.run(f"xenstore-read {base}/feature-persistent {backend}/feature-persistent 2>/dev/null; "
-                           f"echo --; xenstore-read {backend}/feature-max-indirect-segments 2>/dev/null", timeout_s=30)
+        q = shlex.quote
+        res = self.xen.run(f"xenstore-read {q(base + '/feature-persistent')} {q(backend + '/feature-persistent')} "
+                           f"2>/dev/null; echo --; xenstore-read {q(backend + '/feature-max-indirect-segments')} "
+                           "2>/dev/null", timeout_s=30)
         persist, _, indirect = res.stdout.partition("--")
         flags = persist.split()
         return {"persistent": len(flags) == 2 and flags == ["1", "1"],
@@ -192,7 +197,8 @@ class CaptureSession:
     def dump(self) -> dict:
         """A quiet point: Xen's grant dump of the guest into the trace."""
         self.drain()
-        self.xen.run("xl dmesg -c > /dev/null; xl debug-keys g", check=True, timeout_s=30, what="asking Xen for its grant dump")
+        self.xen.dmesg(clear=True)
+        self.xen.debug_key("g")
         text = ""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:   # Xen prints the dump asynchronously, slowly under TCG

@@ -7,6 +7,7 @@ settings up by string.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,7 +21,6 @@ def _rng(lo: int, hi: int) -> dict:
 class Timeouts:
     """Seconds each wait may take before the stage is declared stuck."""
 
-    image_build_s: int = field(default=1800, metadata=_rng(10, 36000))
     dom0_boot_s: int = field(default=300, metadata=_rng(5, 3600))
     guest_boot_s: int = field(default=300, metadata=_rng(5, 3600))
     command_s: int = field(default=120, metadata=_rng(1, 3600))
@@ -42,6 +42,12 @@ class HostConfig:
     dom0_mem_mib: int = field(default=1024, metadata=_rng(256, 1 << 20))
     xen_cmdline_extra: str = ""
     dom0_cmdline_extra: str = ""
+    # The L0 CPU under TCG: "auto" is the model docs/dom0-corruption.md
+    # settled on; "maximum" is QEMU's everything-TCG-can model; any other
+    # value is a QEMU CPU model name, with `cpu_features` ("+svm", "-pdpe1gb")
+    # added or removed.  Ignored under KVM (host passthrough).
+    cpu_model: str = "auto"
+    cpu_features: list[str] = field(default_factory=list)
     # remote: where dom0's sshd is and how we trust it
     address: str | None = None
     port: int = field(default=22, metadata=_rng(1, 65535))
@@ -57,6 +63,11 @@ class HostConfig:
                     return key, "is required for a remote host (kind: remote)"
         if self.kind == "nested" and self.dom0_mem_mib + 512 > self.memory_mib:
             return "dom0_mem_mib", f"leaves too little of memory_mib={self.memory_mib} for Xen and a guest (keep 512 MiB free)"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.cpu_model):
+            return "cpu_model", f"must be auto, maximum or a QEMU CPU model name, got {self.cpu_model!r}"
+        for feat in self.cpu_features:
+            if not re.fullmatch(r"[+-][a-z0-9_.-]{1,40}", feat):
+                return "cpu_features", f"each entry is +name or -name (a QEMU CPU feature), got {feat!r}"
         if not (self.libvirt_uri.startswith("qemu:///embed") or self.libvirt_uri.startswith("qemu:///system")):
             return "libvirt_uri", "must be qemu:///embed (no daemon) or qemu:///system"
         return None
@@ -110,9 +121,12 @@ class ModuleSpec:
         for i, p in enumerate(self.patches):
             if not p.is_file():
                 return "patches", f"entry {i} names {p}, which is not a file"
-        for k in self.params:
+        for k, v in self.params.items():
             if not k.replace("_", "").isalnum():
                 return "params", f"'{k}' is not a module parameter name"
+            if not re.fullmatch(r"[A-Za-z0-9_.,:+-]{0,256}", str(v)):
+                return "params", (f"the value of '{k}' ({str(v)[:40]!r}) may hold only letters, digits and _.,:+- "
+                                  "(it goes on an insmod command line)")
         return None
 
 

@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Iterator
 
 from harness.config import GuestConfig
-from harness.errors import InfraError, StageTimeout
+from harness.errors import CorruptionError, InfraError, StageTimeout
 from harness.guest import xlcfg
 from harness.host.ssh import Result
+from harness.host.ssh import check_digest as ssh_digest
 from harness.host.xen_host import AGENT_DIR, XenHost
 from harness.stages import Timeline, wait_for
 
 GUEST_IMAGE_DIR = "/var/lib/xenrig/guest-image"
 UNREACHABLE = 255
+CORRUPTED = 254          # guestctl: the output arrived in dom0 with the wrong sha256
 PANIC = re.compile(r"Kernel panic - not syncing.*|BUG: .*|Oops: .*")
 
 
@@ -50,6 +52,7 @@ class HvmGuest:
         if res.exit_status == UNREACHABLE and res.stderr.startswith("guestctl:"):
             raise InfraError(f"guest {self.name}: {res.stderr.strip()} (while running '{command[:80]}')",
                              hint=f"The guest console is {self.paths.console_log} in dom0")
+        check_digest(res, f"guest {self.name}: the output of '{command[:80]}'")
         if check and res.exit_status != 0:
             raise InfraError(f"guest {self.name}: {what or repr(command[:80])} failed with status {res.exit_status}: "
                              + res.stdout.strip()[-600:])
@@ -57,15 +60,26 @@ class HvmGuest:
 
     def ping(self, timeout_s: float) -> bool:
         res = self.host.run(f"python3 {AGENT_DIR}/guestctl.py --socket {shlex.quote(self.paths.agent_socket)} "
-                            f"--timeout {int(timeout_s)} ping", timeout_s=timeout_s + 15)
+                            f"--timeout {int(timeout_s)} ping", timeout_s=timeout_s + 15, retry=True)
         return res.ok
 
     def console(self) -> str:
-        res = self.host.run(f"cat {shlex.quote(self.paths.console_log)} 2>/dev/null", timeout_s=30)
+        res = self.host.run(f"cat {shlex.quote(self.paths.console_log)} 2>/dev/null", timeout_s=30, retry=True,
+                            digest=True)
         return res.stdout
 
     def exists(self) -> bool:
         return self.host.domid(self.name) is not None
+
+
+def check_digest(res: Result, what: str) -> None:
+    """The agent hashed the output in the guest; guestctl checked it in dom0
+    and passed the hash on: check it once more here.  Damage anywhere on the
+    way is an infrastructure error about the stack, never evidence."""
+    if res.exit_status == CORRUPTED and "arrived damaged" in res.stderr:
+        raise CorruptionError(f"{what} was damaged between the guest and dom0: {res.stderr.strip()[:200]}",
+                              hint="The stack corrupts memory: see docs/dom0-corruption.md")
+    res.stderr = ssh_digest(res.stdout_bytes, res.stderr, what, "the guest agent")
 
 
 def _prepare(host: XenHost, cfg: GuestConfig, paths: xlcfg.GuestPaths, extra_initrd: Path | None) -> None:

@@ -5,7 +5,8 @@ facts behind each element are in FIELD-NOTES: Xen is the multiboot kernel,
 dom0's kernel and initramfs are multiboot modules (comma separated in QEMU's
 -initrd, passed through by libvirt unchanged), ACPI and APIC must be on or
 Xen panics early, and under TCG the CPU model must offer SVM+NPT with SMAP
-switched off in Xen (`smap=0`) or dom0 crashes.
+switched off in Xen (`smap=0`) or dom0 crashes, and must not offer XSAVE
+(docs/dom0-corruption.md).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class L0Spec:
     guest_disk: Path           # raw ext4 with the guest's boot files
     serial_log: Path
     ssh_port: int
+    cpu_model: str = "auto"
+    cpu_features: tuple[str, ...] = ()
     emulator: str = "/usr/bin/qemu-system-x86_64"
 
 
@@ -76,7 +79,7 @@ def render(spec: L0Spec) -> str:
     if spec.accel == "kvm":
         ET.SubElement(dom, "cpu", mode="host-passthrough", check="none", migratable="off")
     else:
-        ET.SubElement(dom, "cpu", mode="maximum", migratable="off")
+        _tcg_cpu(dom, spec.cpu_model, spec.cpu_features)
     ET.SubElement(dom, "clock", offset="utc")
     for event in ("on_poweroff", "on_reboot", "on_crash"):
         ET.SubElement(dom, event).text = "destroy"
@@ -101,6 +104,28 @@ def render(spec: L0Spec) -> str:
         ET.SubElement(cmd, f"{{{QEMU_NS}}}arg", value=arg)
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode")
+
+
+# What "auto" means under TCG.  QEMU 7.2's TCG with XSAVE offered to Xen
+# lets the HVM guest's register state leak into dom0 when Xen switches
+# vCPUs: dom0's memcpy then writes guest data into its buffers (SSH
+# "Mismatched MAC", damaged traces).  Without XSAVE: 0 corruptions in the
+# same runs.  The measurements and the upstream report: docs/dom0-corruption.md.
+TCG_AUTO_MODEL = "maximum"
+TCG_AUTO_FEATURES: tuple[str, ...] = ("-xsave",)
+
+
+def _tcg_cpu(dom: ET.Element, model: str, features: tuple[str, ...]) -> None:
+    if model == "auto":
+        model, features = TCG_AUTO_MODEL, TCG_AUTO_FEATURES + tuple(features)
+    if model == "maximum":
+        cpu = ET.SubElement(dom, "cpu", mode="maximum", migratable="off")
+    else:
+        # check='none': libvirt must not hold a TCG model against the host CPU.
+        cpu = ET.SubElement(dom, "cpu", mode="custom", match="exact", check="none")
+        ET.SubElement(cpu, "model", fallback="forbid").text = model
+    for feat in features:
+        ET.SubElement(cpu, "feature", policy="require" if feat[0] == "+" else "disable", name=feat[1:])
 
 
 def _disk(devs: ET.Element, path: Path, fmt: str, target: str, readonly: bool) -> None:

@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -146,6 +145,7 @@ def boot(host: HostConfig, images: Images, run_dir: Path, timeline: Timeline, *,
         dom0_kernel=images.dom0.file("vmlinuz"), dom0_cmdline=domxml.dom0_cmdline(host.dom0_cmdline_extra),
         dom0_initrd=images.dom0.file("initrd.img"), root_disk=overlay,
         guest_disk=images.guest.file("guest.ext4"), serial_log=serial_log, ssh_port=port,
+        cpu_model=host.cpu_model, cpu_features=tuple(host.cpu_features),
     )
     xml = domxml.render(spec)
     (run_dir / "l0-domain.xml").write_text(xml)
@@ -180,14 +180,6 @@ def boot(host: HostConfig, images: Images, run_dir: Path, timeline: Timeline, *,
             overlay.unlink(missing_ok=True)
         close_connection(conn)
 
-
-def wait_gone(machine: Machine, timeout_s: float = 10) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not machine.alive():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def stop_kept(state: Path) -> list[str]:

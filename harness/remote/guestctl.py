@@ -7,19 +7,24 @@ model (qemu-xen) exposes that port as a unix socket in dom0.
     guestctl.py --socket PATH [--timeout S] run -- COMMAND...
 
 Prints the command's output and exits with its exit status; 255 when the
-guest cannot be reached (the message says why on stderr).  This file is
+guest cannot be reached (the message says why on stderr).  The agent sends
+the sha256 of the output it made; it is checked here and passed on as the
+last line of stderr (`XR-SHA256 <hex>`) for the harness to check again, so
+damage anywhere between the guest and the host is seen.  This file is
 uploaded by the harness at connect time: it needs only python3's standard
 library, so it runs on a real Xen host unchanged.
 """
 
 import argparse
 import base64
+import hashlib
 import os
 import socket
 import sys
 import time
 
 UNREACHABLE = 255
+CORRUPTED = 254
 
 
 class Channel:
@@ -104,7 +109,9 @@ def main():
         while True:
             line = ch.line()
             if line.startswith(f"XR-OUT {tag} "):
-                _, _, status, _size = line.split()
+                fields = line.split()
+                status, size = fields[2], int(fields[3])
+                digest = fields[4] if len(fields) > 4 else None
                 break
         chunks = []
         while True:
@@ -112,8 +119,15 @@ def main():
             if line == f"XR-END {tag}":
                 break
             chunks.append(line)
-        sys.stdout.buffer.write(base64.b64decode("".join(chunks)))
+        out = base64.b64decode("".join(chunks))
+        sys.stdout.buffer.write(out)
         sys.stdout.flush()
+        if digest is not None:
+            if len(out) != size or hashlib.sha256(out).hexdigest() != digest:
+                print(f"guestctl: the guest's output arrived damaged in dom0 ({len(out)} of {size} bytes, "
+                      "sha256 differs from the one the guest computed)", file=sys.stderr)
+                return CORRUPTED
+            print(f"XR-SHA256 {digest}", file=sys.stderr)
         return int(status)
     except (TimeoutError, ConnectionError, OSError, ValueError) as exc:
         print(f"guestctl: {exc}", file=sys.stderr)

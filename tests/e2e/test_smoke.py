@@ -13,6 +13,7 @@ from .conftest import REPO, qemu_processes, wait_for_file_text, xenrig
 SMOKE_CHECKS = {
     "xen.hvm-enabled", "guest.platform-pci", "guest.platform-pci-driver", "guest.grant-table-v1",
     "guest.blkfront-bound[xvda]", "guest.io-roundtrip[xvda]", "guest.blkfront-bound[xvdb]", "guest.io-roundtrip[xvdb]",
+    "stack.guest-canary", "stack.dom0-canary",
 }
 
 
@@ -52,7 +53,11 @@ def test_killed_run_then_smoke_passes(tmp_path, no_stack_left):
         assert (tmp_path / "run" / artifact).exists(), artifact
     assert "HVM: SVM enabled" in (tmp_path / "run" / "xl-dmesg.txt").read_text() or \
         "HVM: VMX enabled" in (tmp_path / "run" / "xl-dmesg.txt").read_text()
-    assert out.strip().splitlines()[-1].startswith("xenrig: PASS smoke: 8 passed, 0 failed, 0 errors")
+    assert out.strip().splitlines()[-1].startswith("xenrig: PASS smoke: 10 passed, 0 failed, 0 errors")
+    # The stack did not damage memory or break the SSH stream (docs/dom0-corruption.md).
+    assert report["info"]["transport"]["reconnects"] == 0, report["info"]["transport"]
+    assert by_id["stack.dom0-canary"]["extra"]["canary"]["checks"] > 10
+    assert "qemu-system-x86" in report["info"]["host_tools"]
     assert not qemu_processes()
 
 

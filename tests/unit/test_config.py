@@ -39,6 +39,8 @@ def test_defaults_fill_missing_keys(tmp_path):
     ("name: x\nguest:\n  disks:\n   - {vdev: xvda}\n   - {vdev: xvda}\n", 4, "guest.disks", "share a vdev"),
     ("name: x\nguest:\n  disks:\n   - {vdev: sda}\n", 4, "guest.disks[0].vdev", "xvda..xvdz"),
     ("name: x\nname: y\n", 2, "name", "twice"),
+    ("name: x\nmodules:\n  blkfront:\n    params: {max_queues: '1; reboot'}\n", 4, "modules.blkfront.params",
+     "may hold only letters"),
 ])
 def test_errors_name_file_line_and_key(tmp_path, text, line, key, words):
     p = write(tmp_path, text)
@@ -78,3 +80,11 @@ def test_dom0_memory_must_fit(tmp_path):
 def test_relative_paths_resolve_against_the_file(tmp_path):
     p = write(tmp_path, "name: x\nhost: hosts/h.yaml\n")
     assert config.load_scenario(p).host == tmp_path / "hosts" / "h.yaml"
+
+
+def test_host_cpu_model_and_features_are_validated(tmp_path):
+    h = config.load_host(write(tmp_path, "name: h\ncpu_model: qemu64\ncpu_features: [+svm, -xsave]\n"))
+    assert (h.cpu_model, h.cpu_features) == ("qemu64", ["+svm", "-xsave"])
+    for bad in ("cpu_model: 'max;x'\n", "cpu_features: [svm]\n"):
+        with pytest.raises(ConfigError, match="cpu_"):
+            config.load_host(write(tmp_path, "name: h\n" + bad, "bad.yaml"))

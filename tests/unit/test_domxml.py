@@ -6,8 +6,8 @@ import pytest
 from harness.machine import domxml
 
 
-def spec(accel="tcg"):
-    return domxml.L0Spec(
+def spec(accel="tcg", **kw):
+    return domxml.L0Spec(**kw,
         name="xenrig-t", accel=accel, machine="pc", memory_mib=3072, vcpus=2, xen=Path("/c/xen.elf"),
         xen_cmdline=domxml.xen_cmdline(accel, 1024), dom0_kernel=Path("/c/vmlinuz"),
         dom0_cmdline=domxml.dom0_cmdline(), dom0_initrd=Path("/c/initrd.img"), root_disk=Path("/r/o.qcow2"),
@@ -18,6 +18,8 @@ def test_tcg_domain():
     root = ET.fromstring(domxml.render(spec("tcg")))
     assert root.get("type") == "qemu"
     assert root.find("cpu").get("mode") == "maximum"
+    # docs/dom0-corruption.md: XSAVE under QEMU 7.2's TCG leaks guest state into dom0
+    assert {(f.get("name"), f.get("policy")) for f in root.findall("cpu/feature")} == {("xsave", "disable")}
     cmdline = root.find("os/cmdline").text
     assert "smap=0" in cmdline and "dom0_mem=1024M,max:1024M" in cmdline and "console=com1" in cmdline
     # multiboot modules: kernel + args, then the initramfs, comma separated
@@ -29,6 +31,19 @@ def test_tcg_domain():
     assert [d.find("target").get("dev") for d in disks] == ["vda", "vdb"]
     assert disks[1].find("readonly") is not None
     assert root.find("devices/serial/source").get("path") == "/r/serial.log"
+
+
+def test_a_named_tcg_model_with_features_added_and_removed():
+    root = ET.fromstring(domxml.render(spec(cpu_model="qemu64", cpu_features=("+svm", "+npt", "-pdpe1gb"))))
+    cpu = root.find("cpu")
+    assert (cpu.get("mode"), cpu.get("check"), cpu.find("model").text) == ("custom", "none", "qemu64")
+    assert [(f.get("name"), f.get("policy")) for f in cpu.findall("feature")] == [
+        ("svm", "require"), ("npt", "require"), ("pdpe1gb", "disable")]
+
+
+def test_maximum_means_qemus_max_with_nothing_taken_away():
+    cpu = ET.fromstring(domxml.render(spec(cpu_model="maximum"))).find("cpu")
+    assert cpu.get("mode") == "maximum" and cpu.findall("feature") == []
 
 
 def test_kvm_domain_passes_host_cpu_and_keeps_smap():
