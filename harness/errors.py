@@ -1,8 +1,9 @@
 """The error vocabulary every layer raises and the CLI turns into one line.
 
-Outcomes follow DESIGN.md: PASS 0, FAIL 1, ERROR 2.  A XenrigError is always
-an ERROR (the harness or its infrastructure failed); a failing check is not
-an exception but a result.
+Exit codes are harness.outcome's table: PASS 0, FAIL 1, ERROR 2 (the
+harness's infrastructure failed), 3 an internal error of xenrig, 4 a usage,
+configuration, patch or compile error.  A XenrigError is never a verdict on
+the subject; a failing check is not an exception but a result.
 """
 
 
@@ -33,15 +34,24 @@ def _sentence(text: str) -> str:
 
 
 class ConfigError(XenrigError):
-    """A configuration file, key or value is wrong."""
+    """A configuration file, key or value is wrong: deterministic, never retried."""
 
+    exit_code = 4
     kind = "config"
 
 
 class UsageError(XenrigError):
     """A command was called with arguments or files that cannot work."""
 
+    exit_code = 4
     kind = "usage"
+
+
+class InternalError(XenrigError):
+    """An exception xenrig did not expect: a bug of the harness."""
+
+    exit_code = 3
+    kind = "internal"
 
 
 class HostSetupError(XenrigError):

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.checks.result import corrupted
 from harness.config import ReproSignature
 from harness.runner import RunOutcome
 
@@ -89,6 +90,10 @@ def judge(outcome: RunOutcome, sig: ReproSignature) -> ReproVerdict:
                                                  "guest dmesg": _read(run_dir / "guest-dmesg.txt")})[:10]
     if sig.xen_log:
         evidence += _log_matches(sig.xen_log, {"xl dmesg": _read(run_dir / "xl-dmesg.txt")})[:10]
+    if corrupted(checks):
+        # The stack damaged data: a matching signature may be the damage's.
+        why = [f"{c.id}: {c.message}" for c in checks if c.extra.get("kind") == "corruption"]
+        return ReproVerdict(INFRA, why + [f"(would have matched: {e})" for e in evidence[:3]], run_dir)
     if evidence:
         return ReproVerdict(REPRODUCED, evidence + _state_at_end(run_dir), run_dir)
     if outcome.outcome == "ERROR":

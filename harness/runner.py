@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from harness import outcome as outcome_mod
 from harness import build, canary, config, guest, images, logfile, paths, report, stack
 from harness.checks import smoke
 from harness.capture.live import CaptureSession
@@ -23,7 +25,7 @@ from harness.check import stepwise
 from harness.checks.result import ERROR, FAIL, PASS, CheckResult, overall
 from harness.config import HostConfig, Scenario
 from harness.capture import hang
-from harness.errors import HangDetected, XenrigError
+from harness.errors import HangDetected, InternalError, XenrigError
 from harness.guest import modules as guest_modules
 from harness.guest.payload import pack_modules
 from harness.host import XenHost
@@ -45,7 +47,16 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
-        return {"PASS": 0, "FAIL": 1}.get(self.outcome, 2)
+        return outcome_mod.exit_code(self.outcome, self.error.kind if self.error else None,
+                                     internal=isinstance(self.error, InternalError))
+
+
+def _internal(exc: BaseException, run_dir: Path) -> InternalError:
+    path = run_dir / "internal-error.txt"
+    with contextlib.suppress(OSError):
+        path.write_text("".join(traceback.format_exception(exc)))
+    return InternalError(f"internal error of xenrig: {type(exc).__name__}: {exc}",
+                         log=str(path), hint="This is a bug of the harness; the traceback is in that file")
 
 
 def new_run_dir(name: str, base: Path | None = None) -> Path:
@@ -208,6 +219,8 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
     run_dir = run_dir or new_run_dir(scenario.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     logfile.attach(run_dir)
+    # Until the final report replaces it: a run killed on the way says so.
+    report.mark_started(run_dir, scenario.name)
     timeline = timeline or Timeline([ConsoleProgress()])
     results: list[CheckResult] = []
     info: dict = {"run_dir": str(run_dir)}
@@ -256,6 +269,8 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
     except KeyboardInterrupt:
         interrupted = True
         error = XenrigError("interrupted by the user (Ctrl-C); everything started was stopped")
+    except Exception as exc:   # noqa: BLE001 - a harness bug must not leave the checks that passed as a PASS
+        error = _internal(exc, run_dir)
     finally:
         if error is not None:
             # The innermost stage that failed is where the trouble began.
@@ -266,7 +281,16 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
         rep = report.RunReport(scenario.name, verdict, run_dir, timeline.wall_start, timeline.elapsed(),
                                timeline.records, results, info=info,
                                error={"kind": error.kind, "message": error.paragraph()} if error else None)
-        report.write(rep)
+        try:
+            report.write(rep)
+        except Exception as exc:  # noqa: BLE001 - the report writer failing is ours, and must say so
+            error = _internal(exc, run_dir)
+            rep.outcome = verdict = ERROR if verdict != FAIL else FAIL
+            rep.error = {"kind": error.kind, "message": error.paragraph()}
+            with contextlib.suppress(Exception):
+                (run_dir / "report.json").write_text(json.dumps(
+                    {"schema": "xenrig-run/1", "scenario": scenario.name, "outcome": verdict, "complete": False,
+                     "error": rep.error}, indent=1))
     if interrupted:
         raise KeyboardInterrupt
     return RunOutcome(verdict, rep, error)

@@ -11,6 +11,9 @@ from harness.errors import InfraError, XenrigError
 
 
 class CompileError(XenrigError):
+    """The module under test does not compile: deterministic, never retried."""
+
+    exit_code = 4
     kind = "build"
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-PASS, FAIL, ERROR, SKIP = "PASS", "FAIL", "ERROR", "SKIP"
-EXIT_CODES = {PASS: 0, FAIL: 1, ERROR: 2, SKIP: 0}
+from harness import outcome as _outcome
+from harness.outcome import ERROR, FAIL, PASS, SKIP  # noqa: F401  (the vocabulary, re-exported)
+
+EXIT_CODES = _outcome.EXIT_CODES
 
 
 @dataclass
@@ -23,15 +25,12 @@ class CheckResult:
         return asdict(self)
 
 
+def corrupted(results: list[CheckResult]) -> bool:
+    """A result says the stack damaged data (a canary, a digest)."""
+    return any(r.outcome == ERROR and r.extra.get("kind") == _outcome.CORRUPTION for r in results)
+
+
 def overall(results: list[CheckResult]) -> str:
-    """ERROR beats FAIL beats PASS; no result at all is an ERROR, never a PASS."""
-    outcomes = {r.outcome for r in results}
-    if not results:
-        return ERROR
-    if ERROR in outcomes:
-        return ERROR
-    if FAIL in outcomes:
-        return FAIL
-    if outcomes == {SKIP}:
-        return SKIP
-    return PASS
+    """harness.outcome's precedence over these results: a proven FAIL stands
+    over later errors, unless the stack corrupted data; none is an ERROR."""
+    return _outcome.overall([r.outcome for r in results], corrupted=corrupted(results))

@@ -12,8 +12,10 @@ import argparse
 import importlib
 import signal
 import sys
+import traceback
 
-from harness import logfile
+from harness import logfile, paths
+from harness.outcome import EXIT_INTERNAL
 from harness.errors import XenrigError
 
 # Order is the order of `xenrig --help`.
@@ -34,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xenrig",
         description="Hardware-in-the-loop harness for Xen's PV-on-HVM drivers.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes: 0 PASS (or SKIP), 1 FAIL (the subject is proven wrong), 2 ERROR (infrastructure:\n"
+               "worth a retry), 3 internal error of xenrig, 4 usage, configuration, patch or compile error\n"
+               "(never worth a retry); 130 interrupted.  xenrig repro: 0 REPRODUCED, 1 NOT REPRODUCED, 2 ERROR.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -68,6 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("xenrig: interrupted; everything started was stopped.", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line here, the traceback in a file
+        path = paths.state_dir() / "internal-error.txt"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(traceback.format_exception(exc)))
+            where = f"the traceback is in {path}"
+        except OSError:
+            where = "the traceback could not be written"
+        print(f"xenrig: INTERNAL ERROR: {type(exc).__name__}: {exc} (a bug of xenrig; {where})", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,10 +34,12 @@ def handle(args) -> int:
     counts = {o: sum(1 for c in rep.checks if c.outcome == o) for o in ("PASS", "FAIL", "ERROR")}
     line = f"xenrig: {result.outcome} {scenario.name}: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} errors"
     if result.outcome == "ERROR" and result.error is not None:
-        line += f" (infrastructure: {result.error.message.splitlines()[0][:200]})"
+        line += f" ({result.error.kind}: {result.error.message.splitlines()[0][:200]})"
     elif result.outcome == "FAIL":
         first = next(c for c in rep.checks if c.outcome == "FAIL")
         line += f" (first failure: {first.id}: {first.message})"
+        if result.error is not None:     # the FAIL stands; say what broke after it
+            line += f"; then the run errored: {result.error.message.splitlines()[0][:200]}"
     print(f"{line}; report: {rep.run_dir / 'report.json'}")
     return result.exit_code
 

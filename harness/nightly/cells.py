@@ -32,7 +32,7 @@ from typing import Callable, Protocol
 
 from harness import paths
 from harness.errors import UsageError
-from harness.nightly.classify import INFRASTRUCTURE, PRODUCT, classify
+from harness.nightly.classify import CONFIGURATION, INFRASTRUCTURE, PRODUCT, Classification, classify
 from harness.nightly.matrix import Cell, Matrix
 from harness.nightly.shard import Shard
 
@@ -159,7 +159,7 @@ def status_of(attempts: list[Attempt]) -> str:
     final = attempts[-1]
     if final.category == PRODUCT:
         return FAIL
-    if final.category == INFRASTRUCTURE:
+    if final.category in (INFRASTRUCTURE, CONFIGURATION):
         return INFRA
     if final.outcome == "SKIP":
         return SKIP
@@ -194,9 +194,15 @@ def run_cell(cell: Cell, out: Path, runner: CellRunner, retries: int,
         duration = time.monotonic() - started
         verdict = classify(run_dir, note=seen.note)
         try:
-            outcome = json.loads((run_dir / "report.json").read_text()).get("outcome")
+            written = json.loads((run_dir / "report.json").read_text())
         except (OSError, ValueError):
-            outcome = None
+            written = {}
+        outcome = written.get("outcome")
+        said = written.get("exit_code")
+        if said is not None and seen.exit_code is not None and said != seen.exit_code and verdict.category != PRODUCT:
+            # The process and its report disagree: believe neither.
+            verdict = Classification(INFRASTRUCTURE, f"the run exited {seen.exit_code} but its report says "
+                                     f"{outcome} (exit {said})", verdict.evidence)
         attempts.append(Attempt(number, outcome, verdict.category, verdict.reason, verdict.evidence,
                                 round(duration, 3), cell.id, seen.exit_code, seen.note))
         progress(f"{cell.id}: attempt {number}: {outcome or 'no report'}"

@@ -9,6 +9,8 @@ Product, never retried away; the first rule that matches gives the reason:
      stall (its console, and its dmesg when the run got that far);
   3. after the guest was created, Xen crashes, asserts, WARNs or crashes a
      domain, or dom0's kernel (blkback) oopses: a guest-triggered path.
+Configuration, never retried (it would fail the same way): a usage,
+configuration, patch or compile error (exit 4).
 Infrastructure, retried: every other ERROR, named by the error's kind and
 the stage that failed (image build, package download, boot before dom0,
 SSH, patch, build, an incomplete capture...), and a run that wrote no
@@ -22,7 +24,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PRODUCT, INFRASTRUCTURE = "product", "infrastructure"
+from harness.outcome import USAGE_KINDS
+
+PRODUCT, INFRASTRUCTURE, CONFIGURATION = "product", "infrastructure", "configuration"
 
 # Kernel messages that mean the kernel itself found something wrong.
 KERNEL_TROUBLE = re.compile(
@@ -130,6 +134,17 @@ def classify(run_dir: Path, *, note: str = "") -> Classification:
         return Classification(None)
     checks = report.get("checks", []) if report else []
 
+    # The stack damaged data (docs/dom0-corruption.md): nothing in the run,
+    # a FAIL included, is evidence about the product.  Infrastructure.
+    damaged = [c for c in checks if c.get("outcome") == "ERROR" and (c.get("extra") or {}).get("kind") == "corruption"]
+    if damaged or (report and (report.get("error") or {}).get("kind") == "corruption"):
+        lines = [f"{c['id']}: {_first_line(c.get('message', ''))}" for c in damaged]
+        return Classification(INFRASTRUCTURE, "the stack corrupted data: " + (lines[0] if lines else
+                              _first_line(report["error"].get("message", ""))), lines)
+    if report is not None and report.get("complete") is False:
+        return Classification(INFRASTRUCTURE, "the run stopped before finishing its report"
+                              + (f" ({note})" if note else ""), [note] if note else [])
+
     fails = [c for c in checks if c.get("outcome") == "FAIL"]
     if fails:
         # The model's divergence and a proven hang say most; then the first.
@@ -157,6 +172,10 @@ def classify(run_dir: Path, *, note: str = "") -> Classification:
         message, kind = f"{errors[0]['id']}: {_first_line(errors[0].get('message', ''))}", "infrastructure"
     else:
         message, kind = "the run produced no result", "infrastructure"
+    if kind in USAGE_KINDS:
+        # A configuration, patch or compile error happens again on a retry.
+        return Classification(CONFIGURATION, f"{kind}: {message}", [f"{c['id']}: {_first_line(c.get('message', ''))}"
+                                                                   for c in errors[:8]])
     trouble = STAGE_TROUBLE.get(stage, stage) if stage else None
     if kind == "infrastructure":
         where = trouble or kind

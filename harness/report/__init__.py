@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import outcome
 from harness.checks.result import CheckResult
 from harness.report import html, junit
 from harness.stages import StageRecord
@@ -30,6 +31,10 @@ class RunReport:
             "schema": "xenrig-run/1",
             "scenario": self.scenario,
             "outcome": self.outcome,
+            "headline": outcome.headline(self.outcome, self.error["message"] if self.error else None),
+            "exit_code": outcome.exit_code(self.outcome, (self.error or {}).get("kind"),
+                                           internal=(self.error or {}).get("kind") == "internal"),
+            "complete": True,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
             "duration_s": round(self.duration_s, 3),
             "stages": [{"name": s.name, "start_s": round(s.start_s, 3), "duration_s": round(s.duration_s, 3),
@@ -49,6 +54,19 @@ def summary_text(report: RunReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mark_started(run_dir: Path, scenario: str) -> None:
+    """A report.json that says the run has not finished: what a reader (the
+    nightly) finds if the run dies before writing the real one."""
+    _atomic_write(run_dir / "report.json", json.dumps(
+        {"schema": "xenrig-run/1", "scenario": scenario, "outcome": None, "complete": False}, indent=1))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def write(report: RunReport) -> Path:
     d = report.run_dir
     d.mkdir(parents=True, exist_ok=True)
@@ -57,6 +75,7 @@ def write(report: RunReport) -> Path:
     (d / "summary.txt").write_text(summary_text(report))
     data = report.to_dict()
     data["artifacts"] = sorted(set(data["artifacts"]) | {"report.html"})
-    (d / "report.json").write_text(json.dumps(data, indent=1, default=str))
     html.write(data, d)
+    # Last, and atomically: a complete report.json means everything else is written.
+    _atomic_write(d / "report.json", json.dumps(data, indent=1, default=str))
     return d / "report.json"

@@ -1,4 +1,4 @@
-"""`xenrig check` on bad input: one clear paragraph with the line, exit 2, no traceback."""
+"""`xenrig check` on bad input: one clear paragraph with the line, exit 4 (usage), no traceback."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def xenrig(*args: str) -> subprocess.CompletedProcess:
 def test_bad_line_through_the_real_cli(tmp_path, line, words):
     path = write(tmp_path, HEADER, SETUP, line)
     result = xenrig("check", str(path))
-    assert result.returncode == 2
+    assert result.returncode == 4
     assert result.stdout == ""
     assert f"{path}:3: {words}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -41,14 +41,14 @@ def test_bad_line_through_the_real_cli(tmp_path, line, words):
 
 
 def test_missing_file(tmp_path, capsys):
-    assert main(["check", str(tmp_path / "nope.jsonl")]) == 2
+    assert main(["check", str(tmp_path / "nope.jsonl")]) == 4
     assert "cannot read trace" in capsys.readouterr().err
 
 
 def test_seq_going_backwards_is_an_error_with_the_line(tmp_path, capsys):
     path = write(tmp_path, HEADER, SETUP,
                  '{"seq":1,"t_ns":2,"dom":1,"src":"guest","kind":"gnt.alloc","count":1,"head":8}')
-    assert main(["check", str(path)]) == 2
+    assert main(["check", str(path)]) == 2   # the checker's ERROR verdict on the trace, not a usage error
     out = capsys.readouterr().out
     assert "ERROR" in out and f"{path}:3: seq 1 after seq 1" in out
 

@@ -1,7 +1,7 @@
 import pytest
 
 from harness import config
-from harness.nightly.classify import INFRASTRUCTURE, PRODUCT, classify
+from harness.nightly.classify import CONFIGURATION, INFRASTRUCTURE, PRODUCT, classify
 
 from .conftest import REPO
 from .fakes import GUEST_CREATED, XEN_BOOT, write_run
@@ -65,7 +65,7 @@ def test_no_report_is_infrastructure_with_what_the_runner_saw(tmp_path):
     assert c.category == INFRASTRUCTURE and "killed at the cell's time limit" in c.reason
 
 
-def test_patch_and_build_errors_name_their_kind(tmp_path, scenario):
+def test_patch_and_build_errors_are_configuration_never_retried(tmp_path, scenario):
     write_run(tmp_path, scenario, "infra-download")
     import json
     rep = json.loads((tmp_path / "report.json").read_text())
@@ -74,4 +74,22 @@ def test_patch_and_build_errors_name_their_kind(tmp_path, scenario):
                      {"name": "build guest modules", "start_s": 1, "duration_s": 1, "outcome": "failed", "detail": ""}]
     (tmp_path / "report.json").write_text(json.dumps(rep))
     c = classify(tmp_path)
-    assert c.category == INFRASTRUCTURE and c.reason.startswith("patch (module build): patch bug.patch")
+    assert c.category == CONFIGURATION and c.reason.startswith("patch: patch bug.patch")
+
+
+def test_a_corrupting_stack_is_infrastructure_even_under_a_fail(tmp_path, scenario):
+    write_run(tmp_path, scenario, "infra-download")
+    import json
+    rep = json.loads((tmp_path / "report.json").read_text())
+    rep["checks"] = [{"id": "trace.model", "outcome": "FAIL", "message": "rule blkif.seg-grant", "extra": {}},
+                     {"id": "stack.dom0-canary", "outcome": "ERROR", "message": "the stack corrupted dom0's memory",
+                      "extra": {"kind": "corruption"}}]
+    rep["error"] = None
+    (tmp_path / "report.json").write_text(json.dumps(rep))
+    c = classify(tmp_path)
+    assert c.category == INFRASTRUCTURE and "corrupted" in c.reason
+
+
+def test_a_report_still_marked_incomplete_is_infrastructure(tmp_path):
+    (tmp_path / "report.json").write_text('{"schema": "xenrig-run/1", "outcome": null, "complete": false}')
+    assert classify(tmp_path, note="killed").category == INFRASTRUCTURE

@@ -68,7 +68,7 @@ def test_xenrig_run_takes_set(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(runner, "run_scenario", fake_run)
     code = main(["run", str(SMOKE), "--run-dir", str(tmp_path / "r"), "--set", "guest.disks[*].backend=qdisk",
                  "--set", "modules.blkfront.params.max_indirect_segments=0"])
-    assert code == 2 and "stop here" in capsys.readouterr().err
+    assert code == 4 and "stop here" in capsys.readouterr().err   # a config error: exit 4
     s = seen["scenario"]
     assert [d.backend for d in s.guest.disks] == ["qdisk", "qdisk"]
     assert s.modules.blkfront.params == {"max_indirect_segments": "0"}
@@ -76,5 +76,5 @@ def test_xenrig_run_takes_set(monkeypatch, tmp_path, capsys):
 
 def test_xenrig_run_refuses_a_bad_set_before_booting(monkeypatch, capsys):
     monkeypatch.setattr(runner, "run_scenario", lambda *a, **k: pytest.fail("must not run"))
-    assert main(["run", str(SMOKE), "--set", "guest.disks[*].backend=nbd"]) == 2
+    assert main(["run", str(SMOKE), "--set", "guest.disks[*].backend=nbd"]) == 4
     assert "xenrig: ERROR (config): --set guest.disks[*].backend=nbd: key 'guest.disks[0].backend'" in capsys.readouterr().err

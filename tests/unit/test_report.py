@@ -8,7 +8,11 @@ def test_overall_verdict():
     assert overall([]) == ERROR   # no result is never a PASS
     assert overall([CheckResult("a", PASS, "")]) == PASS
     assert overall([CheckResult("a", PASS, ""), CheckResult("b", FAIL, "")]) == FAIL
-    assert overall([CheckResult("a", FAIL, ""), CheckResult("b", ERROR, "")]) == ERROR
+    # A proven FAIL stands over a later ERROR...
+    assert overall([CheckResult("a", FAIL, ""), CheckResult("b", ERROR, "")]) == FAIL
+    # ...unless the stack corrupted data: then nothing the run saw is evidence.
+    assert overall([CheckResult("a", FAIL, ""),
+                    CheckResult("stack.dom0-canary", ERROR, "", extra={"kind": "corruption"})]) == ERROR
     assert overall([CheckResult("a", SKIP, "")]) == SKIP
 
 
@@ -24,3 +28,18 @@ def test_junit_one_testcase_per_check():
     assert "expected: aa" in cases[1].find("failure").text
     assert cases[2].find("error").get("message") == "boot timed out"
     assert suite.find("properties/property").get("name") == "stage:boot"
+
+
+def test_junit_parses_whatever_bytes_the_guest_printed(tmp_path):
+    from xml.etree import ElementTree as ET
+
+    from harness.report import junit
+
+    hostile = "".join(chr(c) for c in range(0, 32)) + "\x7f\ud800\udfff\ufffe\uffff]]><![CDATA[<x>&amp;"
+    results = [CheckResult("step01 shell", FAIL, hostile, evidence=hostile, expected=hostile, actual="\x1b[0m"),
+               CheckResult("guest." + hostile, ERROR, hostile), CheckResult("x", SKIP, hostile)]
+    path = tmp_path / "junit.xml"
+    junit.write(path, "s", results, {})
+    root = ET.parse(path).getroot()                       # GitLab and Jenkins read it too
+    failure = root.find("testsuite/testcase/failure")
+    assert "\\x1b" in failure.get("message") and "<x>&amp;" in failure.text

@@ -1,0 +1,99 @@
+"""The outcome vocabulary and its exit codes, and run_scenario's exception
+paths: no PASS after a crash of the harness, the report marked complete only
+when it is."""
+
+import contextlib
+import json
+
+import pytest
+
+from harness import outcome, runner, stack
+from harness.checks.result import FAIL, PASS, CheckResult
+from harness.config import HostConfig, Scenario
+from harness.errors import ConfigError, InfraError
+
+
+@pytest.mark.parametrize("outcomes,corrupted,want", [
+    ([], False, "ERROR"),
+    (["PASS", "PASS"], False, "PASS"),
+    (["SKIP"], False, "SKIP"),
+    (["PASS", "SKIP"], False, "PASS"),
+    (["PASS", "ERROR"], False, "ERROR"),
+    (["FAIL", "ERROR"], False, "FAIL"),
+    (["ERROR", "FAIL"], False, "FAIL"),
+    (["FAIL", "PASS"], True, "ERROR"),
+])
+def test_precedence(outcomes, corrupted, want):
+    assert outcome.overall(outcomes, corrupted) == want
+
+
+def test_exit_codes():
+    assert outcome.exit_code("PASS") == 0 and outcome.exit_code("SKIP") == 0
+    assert outcome.exit_code("FAIL") == 1
+    assert outcome.exit_code("FAIL", "patch") == 1                 # a proven FAIL is not undone
+    assert outcome.exit_code("ERROR", "infrastructure") == 2
+    assert outcome.exit_code("ERROR", "transport") == 2
+    assert outcome.exit_code("ERROR", "internal", internal=True) == 3
+    for kind in ("config", "usage", "patch", "build"):
+        assert outcome.exit_code("ERROR", kind) == 4
+    assert outcome.headline("FAIL", "dom0: the SSH connection broke") == \
+        "FAIL; then the run errored: dom0: the SSH connection broke"
+
+
+def _fake_prepare(raise_what):
+    def prepare(*a, **k):
+        raise raise_what
+    return prepare
+
+
+@pytest.mark.parametrize("exc,code,kind", [
+    (KeyError("oops"), 3, "internal"),
+    (InfraError("the mirror is down"), 2, "infrastructure"),
+    (ConfigError("patch x does not apply"), 4, "config"),
+])
+def test_run_scenario_turns_every_exception_into_an_honest_report(tmp_path, monkeypatch, exc, code, kind):
+    monkeypatch.setattr(runner, "prepare", _fake_prepare(exc))
+    monkeypatch.setattr(runner.host_tools, "versions", lambda: {})
+    result = runner.run_scenario(Scenario(name="t"), HostConfig(), run_dir=tmp_path)
+    assert result.outcome == "ERROR" and result.exit_code == code
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["complete"] is True and rep["outcome"] == "ERROR" and rep["exit_code"] == code
+    assert rep["error"]["kind"] == kind
+    if kind == "internal":
+        assert "KeyError" in (tmp_path / "internal-error.txt").read_text()
+        assert "internal-error.txt" in rep["error"]["message"]
+
+
+class _Xen:
+    class ssh:  # noqa: N801 - stands in for SshSession's counters
+        reconnects, transport_events = 1, ["Mismatched MAC"]
+
+
+@contextlib.contextmanager
+def _host_that_breaks_in_teardown(*a, **k):
+    yield _Xen()
+    raise InfraError("dom0: the SSH connection broke while running 'xl destroy g'")
+
+
+@contextlib.contextmanager
+def _guest(*a, **k):
+    yield None, None
+
+
+def test_a_fail_proven_before_the_stack_broke_stands(tmp_path, monkeypatch):
+    """A check proved the subject wrong, then dom0's SSH broke in teardown."""
+    monkeypatch.setattr(runner, "prepare", lambda *a, **k: (None, []))
+    monkeypatch.setattr(runner.host_tools, "versions", lambda: {})
+    monkeypatch.setattr(stack, "xen_host", _host_that_breaks_in_teardown)
+    monkeypatch.setattr(runner, "guest_with_modules", _guest)
+    monkeypatch.setattr(runner, "collect_xen_logs", lambda xen, d: None)
+    monkeypatch.setattr(runner.canary, "start_dom0", lambda xen: None)
+    monkeypatch.setattr(runner.canary, "start_guest", lambda g: "x")
+    monkeypatch.setattr(runner.canary, "check_guest", lambda g, w: CheckResult("stack.guest-canary", PASS, ""))
+    monkeypatch.setattr(runner.canary, "stop_dom0", lambda xen: CheckResult("stack.dom0-canary", PASS, ""))
+    monkeypatch.setattr(runner.smoke, "run", lambda *a, **k: [CheckResult("guest.io-roundtrip[xvda]", FAIL, "differs")])
+    result = runner.run_scenario(Scenario(name="t"), HostConfig(), run_dir=tmp_path)
+    assert result.outcome == "FAIL" and result.exit_code == 1
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["headline"].startswith("FAIL; then the run errored:") and "xl destroy" in rep["headline"]
+    assert rep["info"]["transport"]["reconnects"] == 1
