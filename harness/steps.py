@@ -35,12 +35,21 @@ class StepRecord:
     op: str | None = None
     duration_s: float = 0.0
     error: str | None = None
+    skipped: str | None = None        # why the step never ran
 
 
-def _label(i: int, step: Step) -> str:
+def _label(step: Step, taken: set[str]) -> str:
+    """The step's test-case name: from its name (or id, or what it does), not
+    its position, so inserting a step renames no other; made unique."""
     what = (f"guest {step.guest}" if step.guest is not None else f"shell {step.shell}" if step.shell is not None
             else f"dom0 {step.dom0.get('op')}" if step.dom0 is not None else "xen dump")
-    return f"step{i:02d} {step.name or what}"
+    base = f"step {step.name or step.id or what}"
+    label, n = base, 1
+    while label in taken:
+        n += 1
+        label = f"{base} ({n})"
+    taken.add(label)
+    return label
 
 
 class StepRunner:
@@ -78,8 +87,15 @@ class StepRunner:
 
     # -- running -------------------------------------------------------------
     def run(self, steps: list[Step], on_record=None) -> list[StepRecord]:
+        taken: set[str] = set()
+        labels = [_label(step, taken) for step in steps]
+        stopped_by: str | None = None
         for i, step in enumerate(steps, start=1):
-            rec = StepRecord(i, step, _label(i, step))
+            if stopped_by:
+                # Later steps depend on the failed one's state: not run, and said so.
+                self.records.append(StepRecord(i, step, labels[i - 1], skipped=f"not run: '{stopped_by}' errored"))
+                continue
+            rec = StepRecord(i, step, labels[i - 1])
             started = time.monotonic()
             try:
                 with self.watch(rec.label):
@@ -95,7 +111,7 @@ class StepRunner:
             if on_record:
                 on_record(rec)
             if rec.error:
-                break   # later steps depend on this one's state: stop here
+                stopped_by = rec.label
         return self.records
 
     def _run_one(self, step: Step, rec: StepRecord) -> None:
@@ -132,6 +148,9 @@ class StepRunner:
         exer_seq_to_trace = self._exerciser_seqs()
         for rec in self.records:
             cid = rec.label
+            if rec.skipped:
+                out.append(CheckResult(cid, SKIP, rec.skipped))
+                continue
             if rec.error:
                 out.append(CheckResult(cid, ERROR, rec.error, duration_s=rec.duration_s))
                 continue

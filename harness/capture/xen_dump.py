@@ -23,6 +23,12 @@ class DumpParseError(ValueError):
     pass
 
 
+def complete(text: str) -> bool:
+    """`text` holds a whole dump: a start marker and an end marker after it."""
+    start = text.rfind(_START)
+    return start >= 0 and text.find(_END, start) > start
+
+
 def last_dump(dmesg: str) -> str:
     """The text of the newest complete dump in `dmesg`."""
     end = dmesg.rfind(_END)

@@ -48,10 +48,20 @@ class XenHost:
         return self.run(f"xl {args}", timeout_s=timeout_s, check=check, what=f"'xl {args}'", retry=retry,
                         digest=digest)
 
-    def dmesg(self, clear: bool = False) -> str:
-        if clear:
-            return self.xl("dmesg -c", timeout_s=30).stdout
+    def dmesg(self) -> str:
+        """Xen's whole console ring (never cleared: see dmesg_since)."""
         return self.xl("dmesg", timeout_s=30, retry=True, digest=True).stdout
+
+    def dmesg_lines(self) -> int:
+        res = self.run("xl dmesg | wc -l", timeout_s=30, retry=True)
+        return int(res.stdout.strip()) if res.stdout.strip().isdigit() else 0
+
+    def dmesg_since(self, lines: int) -> str:
+        """What Xen logged after its first `lines` lines (all of it if the
+        ring has wrapped since and fewer lines are there now)."""
+        res = self.run(f"n=$(xl dmesg | wc -l); if [ \"$n\" -ge {int(lines)} ]; then xl dmesg | tail -n +{int(lines) + 1}; "
+                       "else xl dmesg; fi", timeout_s=30, retry=True, digest=True)
+        return res.stdout
 
     def debug_key(self, key: str) -> None:
         self.xl(f"debug-keys {key}", timeout_s=30)

@@ -1,0 +1,39 @@
+"""Steps as test cases: named by what they are, not where they stand, and
+the ones an error kept from running reported as skipped."""
+
+from harness.checks.result import ERROR, PASS, SKIP
+from harness.config.schema import Step
+from harness.errors import InfraError
+from harness.host.ssh import Result
+from harness.steps import StepRunner
+
+
+class _Guest:
+    domid = 3
+
+    def __init__(self, fail_on: str):
+        self.fail_on = fail_on
+
+    def run(self, command, timeout_s=None):
+        if command == self.fail_on:
+            raise InfraError("guest xenrig-guest: guestctl: the guest agent did not answer in time")
+        return Result(command, 0, "ok", "", 0.0, b"ok")
+
+
+class _Capture:
+    exerciser_events: list = []
+
+    def __init__(self, fail_on: str):
+        self.guest = _Guest(fail_on)
+
+
+def test_names_come_from_the_steps_and_an_error_skips_the_rest():
+    steps = [Step(name="write", shell="true"), Step(shell="sync"), Step(name="write", shell="boom"),
+             Step(id="after", shell="true"), Step(shell="echo last")]
+    runner = StepRunner(_Capture(fail_on="boom"))
+    runner.run(steps)
+    results = runner.judge({}, None)
+    assert [(r.id, r.outcome) for r in results] == [
+        ("step write", PASS), ("step shell sync", PASS), ("step write (2)", ERROR),
+        ("step after", SKIP), ("step shell echo last", SKIP)]
+    assert "not run: 'step write (2)' errored" in results[3].message
