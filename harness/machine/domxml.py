@@ -106,11 +106,12 @@ def render(spec: L0Spec) -> str:
     return ET.tostring(dom, encoding="unicode")
 
 
-# What "auto" means under TCG.  QEMU 7.2's TCG with XSAVE offered to Xen
-# lets the HVM guest's register state leak into dom0 when Xen switches
-# vCPUs: dom0's memcpy then writes guest data into its buffers (SSH
-# "Mismatched MAC", damaged traces).  Without XSAVE: 0 corruptions in the
-# same runs.  The measurements and the upstream report: docs/dom0-corruption.md.
+# What "auto" means under TCG.  With XSAVE offered to Xen under QEMU 7.2's
+# TCG, data in flight in dom0 is damaged while an HVM guest runs (SSH
+# "Mismatched MAC", damaged guest output): 5-7 transfers in 10 broken on a
+# 1-vCPU L0; without XSAVE, 0 in 20 there and 0 in 51 (1.1 GB) on the default
+# 2-vCPU host.  Taking away AVX, XSAVEOPT, PKU or MPX alone did not help.
+# The measurements and what an upstream report needs: docs/dom0-corruption.md.
 TCG_AUTO_MODEL = "maximum"
 TCG_AUTO_FEATURES: tuple[str, ...] = ("-xsave",)
 
