@@ -253,6 +253,9 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                         for r in judge_capture(session, steps, timeline, info):
                             note(r)
                             results.append(r)
+                        if steps is not None and steps.hang is not None:
+                            results.append(CheckResult("hang", FAIL, steps.hang.message, steps.hang.evidence))
+                            note(results[-1])
                     r = canary.check_guest(g, guest_canary)
                     note(r)
                     results.append(r)

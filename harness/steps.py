@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from harness.capture.live import CaptureSession
 from harness.checks.result import ERROR, FAIL, PASS, SKIP, CheckResult
 from harness.config import Step
-from harness.errors import HangDetected, UsageError, XenrigError
+from harness.errors import HangDetected, InfraError, UsageError, XenrigError
 from harness.model.constants import GNTST_NAMES
 
 _GNTST_BY_NAME = {name: value for value, name in GNTST_NAMES.items()}
@@ -36,6 +36,14 @@ class StepRecord:
     duration_s: float = 0.0
     error: str | None = None
     skipped: str | None = None        # why the step never ran
+    hung: str | None = None           # the watchdog proved the device stuck during it
+
+
+TIMED_OUT = (124, 143)    # timeout(1): the time ran out / SIGTERM
+
+
+class StepTimeout(InfraError):
+    """A step's command ran out of its time in the guest."""
 
 
 def _label(step: Step, taken: set[str]) -> str:
@@ -60,6 +68,7 @@ class StepRunner:
         self.watch = watch or (lambda what: contextlib.nullcontext())
         self.saved: dict[str, dict] = {}
         self.records: list[StepRecord] = []
+        self.hang: HangDetected | None = None
 
     # -- value resolution ----------------------------------------------------
     def _resolve(self, text: str, where: str) -> str:
@@ -93,15 +102,20 @@ class StepRunner:
         for i, step in enumerate(steps, start=1):
             if stopped_by:
                 # Later steps depend on the failed one's state: not run, and said so.
-                self.records.append(StepRecord(i, step, labels[i - 1], skipped=f"not run: '{stopped_by}' errored"))
+                why = "hung" if self.hang else "errored"
+                self.records.append(StepRecord(i, step, labels[i - 1], skipped=f"not run: '{stopped_by}' {why}"))
                 continue
             rec = StepRecord(i, step, labels[i - 1])
             started = time.monotonic()
             try:
                 with self.watch(rec.label):
                     self._run_one(step, rec)
-            except HangDetected:
-                raise
+            except HangDetected as exc:
+                # A verdict, found once: the steps after it are not run (each
+                # would only wait out its own timeout on the stuck device),
+                # and what was captured up to here is still judged.
+                self.hang = exc
+                rec.hung = exc.message
             except XenrigError as exc:
                 rec.error = exc.paragraph()
             rec.duration_s = round(time.monotonic() - started, 3)
@@ -110,7 +124,7 @@ class StepRunner:
             self.records.append(rec)
             if on_record:
                 on_record(rec)
-            if rec.error:
+            if rec.error or rec.hung:
                 stopped_by = rec.label
         return self.records
 
@@ -123,6 +137,11 @@ class StepRunner:
         elif step.shell is not None:
             res = cap.guest.run(self._resolve(step.shell, where), timeout_s=step.timeout_s)
             rec.result = {"exit": res.exit_status, "output": res.stdout[-2000:]}
+            if res.exit_status in TIMED_OUT:
+                # The agent's timeout(1) stopped it: let the watchdog look at
+                # the rings now, rather than the next step waiting out its own.
+                raise StepTimeout(f"{where}: the command ran out of its {step.timeout_s} s "
+                                  f"(exit {res.exit_status}); its output ends: {res.stdout[-300:].strip()!r}")
         elif step.dom0 is not None:
             op = {k: self._value(v, where) for k, v in step.dom0.items()}
             rec.result = cap.dom0(op)
@@ -150,6 +169,9 @@ class StepRunner:
             cid = rec.label
             if rec.skipped:
                 out.append(CheckResult(cid, SKIP, rec.skipped))
+                continue
+            if rec.hung:
+                out.append(CheckResult(cid, FAIL, rec.hung, duration_s=rec.duration_s))
                 continue
             if rec.error:
                 out.append(CheckResult(cid, ERROR, rec.error, duration_s=rec.duration_s))

@@ -55,16 +55,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum, frame):
-    # A CI system stops jobs with SIGTERM: unwind like Ctrl-C so every VM and
-    # process the run started is stopped on the way out.
-    raise KeyboardInterrupt
+_signals: list[int] = []
+
+
+def _stop(signum, frame):
+    """The first Ctrl-C or SIGTERM (a CI system stops jobs with it) unwinds
+    the run like Ctrl-C, so every VM and process it started is stopped on the
+    way out; any further one is only counted, so it cannot cut that teardown
+    short."""
+    _signals.append(signum)
+    if len(_signals) == 1:
+        raise KeyboardInterrupt
+    print(f"xenrig: still stopping what was started (signal {signum} deferred)", file=sys.stderr)
+
+
+def _interrupted_code() -> int:
+    return 143 if _signals and _signals[0] == signal.SIGTERM else 130
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    _signals.clear()
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     logfile.quiet_terminal()
     try:
         return int(args.handler(args) or 0)
@@ -73,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("xenrig: interrupted; everything started was stopped.", file=sys.stderr)
-        return 130
+        return _interrupted_code()
     except Exception as exc:  # noqa: BLE001 - a bug of ours: one line here, the traceback in a file
         path = paths.state_dir() / "internal-error.txt"
         try:

@@ -9,6 +9,7 @@ accepted blindly.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import logging
@@ -26,6 +27,7 @@ from harness.errors import CorruptionError, InfraError, StageTimeout, TransportE
 
 log = logging.getLogger(__name__)
 DIGEST = re.compile(r"^XR-SHA256 ([0-9a-f]{64})$", re.M)
+SFTP_TIMEOUT_S = 120
 
 
 @dataclass
@@ -201,26 +203,48 @@ class SshSession:
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
             self._sftp = self.client.open_sftp()
+            # Every SFTP read and write waits at most this long: a stuck
+            # dom0 must end in an error, not hang the run.
+            self._sftp.get_channel().settimeout(SFTP_TIMEOUT_S)
         return self._sftp
 
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:
-        self.sftp.put(str(local), remote)
-        if mode is not None:
-            self.sftp.chmod(remote, mode)
+        with self._sftp_op(f"copying {local.name} to {remote}"):
+            self.sftp.put(str(local), remote)
+            if mode is not None:
+                self.sftp.chmod(remote, mode)
 
     def get(self, remote: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
-        self.sftp.get(remote, str(local))
+        with self._sftp_op(f"copying {remote} from dom0"):
+            self.sftp.get(remote, str(local))
 
     def write(self, remote: str, data: bytes | str, mode: int | None = None) -> None:
-        with self.sftp.open(remote, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        if mode is not None:
-            self.sftp.chmod(remote, mode)
+        with self._sftp_op(f"writing {remote}"):
+            with self.sftp.open(remote, "wb") as fh:
+                fh.write(data.encode() if isinstance(data, str) else data)
+            if mode is not None:
+                self.sftp.chmod(remote, mode)
 
     def read(self, remote: str) -> bytes:
-        with self.sftp.open(remote, "rb") as fh:
-            return fh.read()
+        with self._sftp_op(f"reading {remote}"):
+            with self.sftp.open(remote, "rb") as fh:
+                return fh.read()
+
+    @contextlib.contextmanager
+    def _sftp_op(self, what: str):
+        """SFTP trouble is an error that names the file, never a traceback; a
+        broken stream also gets a fresh connection for what comes next."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise InfraError(f"{self.label}: {what}: no such file") from None
+        except (paramiko.SSHException, EOFError, socket.timeout, ConnectionError) as exc:
+            self._recover(f"SFTP {what}: {type(exc).__name__}: {exc}")
+            raise TransportError(f"{self.label}: the SSH connection broke while {what}: {type(exc).__name__}: {exc}",
+                                 hint="The harness reconnected; see docs/dom0-corruption.md") from None
+        except OSError as exc:
+            raise InfraError(f"{self.label}: {what} failed: {exc}") from None
 
 
 def drain(chan, transport, out: io.BytesIO, err: io.BytesIO, deadline: float, what: str, timeout_s: float) -> None:

@@ -84,20 +84,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _qemu_processes_of(root: Path) -> list[int]:
-    """QEMU processes running a xenrig L0 VM, whichever libvirt root started
-    them (a fallback for a domain this libvirt does not know about).  The
-    stack lock makes any such VM a leftover."""
+def _qemu_processes_of(root: Path, proc: Path = Path("/proc"), uid: int | None = None) -> list[int]:
+    """QEMU processes of a xenrig L0 VM started from this libvirt root by
+    this user (a fallback for a domain libvirt no longer knows about).  The
+    stack lock covers this root only: another job's VMs, under another
+    root or user, are not ours to kill."""
+    uid = os.getuid() if uid is None else uid
     pids = []
     needle = f"guest={DOMAIN_PREFIX}".encode()
-    for entry in Path("/proc").iterdir():
+    # libvirt puts the domain's files (master key, monitor) under the root.
+    ours = (str(root.resolve()).rstrip("/") + "/").encode()
+    for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmd = (entry / "cmdline").read_bytes()
+            owner = entry.stat().st_uid
         except OSError:
             continue
-        if b"qemu-system" in cmd and needle in cmd:
+        if b"qemu-system" in cmd and needle in cmd and ours in cmd and owner == uid:
             pids.append(int(entry.name))
     return pids
 

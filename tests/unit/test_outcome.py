@@ -97,3 +97,31 @@ def test_a_fail_proven_before_the_stack_broke_stands(tmp_path, monkeypatch):
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["headline"].startswith("FAIL; then the run errored:") and "xl destroy" in rep["headline"]
     assert rep["info"]["transport"]["reconnects"] == 1
+
+
+def test_sigterm_exits_143_and_a_second_signal_does_not_cut_teardown(monkeypatch, capsys):
+    import os
+    import signal
+
+    from harness import cli
+
+    torn_down = []
+
+    def handler(args):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("not reached")
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)      # impatient user, during teardown
+            torn_down.append(True)
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv: type("A", (), {"handler": staticmethod(handler)})())
+    try:
+        assert cli.main([]) == 143
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert torn_down == [True]
+    assert "deferred" in capsys.readouterr().err

@@ -3,7 +3,7 @@ the ones an error kept from running reported as skipped."""
 
 from harness.checks.result import ERROR, PASS, SKIP
 from harness.config.schema import Step
-from harness.errors import InfraError
+from harness.errors import InfraError, XenrigError
 from harness.host.ssh import Result
 from harness.steps import StepRunner
 
@@ -37,3 +37,38 @@ def test_names_come_from_the_steps_and_an_error_skips_the_rest():
         ("step write", PASS), ("step shell sync", PASS), ("step write (2)", ERROR),
         ("step after", SKIP), ("step shell echo last", SKIP)]
     assert "not run: 'step write (2)' errored" in results[3].message
+
+
+def test_a_hang_is_found_once_and_the_steps_after_it_are_skipped():
+    import contextlib
+
+    from harness.checks.result import FAIL
+    from harness.errors import HangDetected
+
+    class Guest(_Guest):
+        def run(self, command, timeout_s=None):
+            if command.startswith("xr-io"):
+                return Result(command, 143, "xr-io: waiting\n", "", 0.0, b"")   # the agent's timeout(1)
+            return super().run(command, timeout_s)
+
+    capture = _Capture(fail_on="")
+    capture.guest = Guest("")
+    examined = []
+
+    @contextlib.contextmanager
+    def watch(what):
+        try:
+            yield
+        except XenrigError:
+            examined.append(what)
+            raise HangDetected(f"block I/O stopped while {what}: xvda: 3 request(s) pushed and not answered", "ev")
+
+    steps = [Step(name="io", shell="xr-io /dev/xvda rw 131072 64 32 0", timeout_s=300),
+             Step(name="more io", shell="xr-io /dev/xvda r 4096 8 1 0"), Step(name="sync", shell="sync")]
+    runner = StepRunner(capture, watch=watch)
+    runner.run(steps)
+    assert examined == ["step io"]                      # at the first step, not after each one's timeout
+    assert runner.hang is not None and "not answered" in runner.hang.message
+    results = runner.judge({}, None)
+    assert [(r.id, r.outcome) for r in results] == [("step io", FAIL), ("step more io", SKIP), ("step sync", SKIP)]
+    assert "hung" in results[1].message
