@@ -7,7 +7,10 @@ instead of a Python traceback.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import subprocess
 from pathlib import Path
 from typing import Sequence
@@ -30,16 +33,9 @@ def run(
 ) -> subprocess.CompletedProcess:
     """Run `cmd`; on failure raise InfraError describing `what` went wrong."""
     try:
-        proc = subprocess.run(
-            list(map(str, cmd)),
-            cwd=cwd,
-            input=input,
-            stdout=subprocess.PIPE,
-            # Binary output must not be interleaved with diagnostics.
-            stderr=subprocess.PIPE if binary_stdout else subprocess.STDOUT,
-            timeout=timeout_s,
-            env=env,
-        )
+        proc = _run_in_group(list(map(str, cmd)), cwd=cwd, input=input, timeout_s=timeout_s, env=env,
+                             # Binary output must not be interleaved with diagnostics.
+                             stderr=subprocess.PIPE if binary_stdout else subprocess.STDOUT)
     except FileNotFoundError:
         raise InfraError(
             f"{what}: the command '{cmd[0]}' is not installed",
@@ -62,6 +58,24 @@ def run(
             hint=hint,
         )
     return proc
+
+
+def _run_in_group(cmd: list[str], *, cwd, input, timeout_s: float, env, stderr) -> subprocess.CompletedProcess:
+    """subprocess.run, but the command gets a process group of its own and
+    the whole group is killed when time runs out or we are interrupted: a
+    timed-out `make` or `mmdebstrap` leaves none of its children behind."""
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE if input is not None else None,
+                          stdout=subprocess.PIPE, stderr=stderr, start_new_session=True) as p:
+        try:
+            out, err = p.communicate(input, timeout=timeout_s)
+        except BaseException as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise subprocess.TimeoutExpired(cmd, timeout_s, output=out, stderr=err) from None
+            raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
 def _short(cmd: Sequence[str]) -> str:

@@ -34,21 +34,35 @@ class SerialLog:
     def tail(self, lines: int = 15) -> str:
         return "\n".join(self.text().rstrip().splitlines()[-lines:])
 
+    def _read_from(self, pos: int) -> bytes:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(pos)
+                return fh.read()
+        except FileNotFoundError:
+            return b""
+
     def wait_for(self, marker: str, *, timeout_s: float, stage: str, alive=lambda: True) -> str:
-        """Wait until `marker` appears; return the line that holds it."""
+        """Wait until `marker` appears; return the line that holds it.  Reads
+        only what QEMU wrote since the last look (the whole log, four times a
+        second, was CPU taken from QEMU on a 2-core machine)."""
         deadline = time.monotonic() + timeout_s
+        pos, carry = 0, ""          # carry: the last, unfinished line
         while True:
-            text = self.text()
-            idx = text.find(marker)
+            data = self._read_from(pos)
+            pos += len(data)
+            window = carry + data.decode(errors="replace")
+            idx = window.find(marker)
             if idx >= 0:
-                end = text.find("\n", idx)
-                start = text.rfind("\n", 0, idx) + 1
-                return text[start:end if end >= 0 else None]
+                end = window.find("\n", idx)
+                start = window.rfind("\n", 0, idx) + 1
+                return window[start:end if end >= 0 else None]
             for pat in FATAL_PATTERNS:
-                m = pat.search(text)
+                m = pat.search(window)
                 if m:
                     raise InfraError(f"stage '{stage}': the console shows '{m.group(0)}' (boot failed); last lines:\n{self.tail()}\n",
                                      log=str(self.path))
+            carry = window[window.rfind("\n") + 1:]
             if not alive():
                 raise InfraError(f"stage '{stage}': the VM stopped before '{marker}' appeared; last lines:\n{self.tail()}\n",
                                  log=str(self.path))
@@ -64,12 +78,7 @@ class SerialLog:
         def run() -> None:
             pos = 0
             while not self._stop.is_set():
-                try:
-                    with open(self.path, "rb") as fh:
-                        fh.seek(pos)
-                        data = fh.read()
-                except FileNotFoundError:
-                    data = b""
+                data = self._read_from(pos)
                 if data:
                     pos += len(data)
                     stream.write(data.decode(errors="replace"))
