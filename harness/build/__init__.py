@@ -19,7 +19,7 @@ from harness import paths
 from harness.build import elfinfo, kbuild, kernel_source, patches
 from harness.config import ModulesConfig, ModuleSpec
 from harness.errors import ConfigError, InfraError
-from harness.images.cache import Store, key_of, sha256_file
+from harness.images.cache import Store, builder_parts, key_of, sha256_file
 from harness.images.recipes import tree_parts
 from harness.stages import Timeline
 
@@ -80,8 +80,8 @@ def module_key(source_parts: list[tuple[str, bytes]], patch_files: list[Path], k
     the headers it builds against, the Kbuild recipe and this builder."""
     parts = list(source_parts)
     parts += [(f"patch{i}", p.read_bytes()) for i, p in enumerate(patch_files)]
-    parts += [("headers", f"{kver} {headers_version}".encode()), ("kbuild", kbuild_text.encode()),
-              ("builder", Path(__file__).read_bytes())]
+    parts += [("headers", f"{kver} {headers_version}".encode()), ("kbuild", kbuild_text.encode())]
+    parts += builder_parts(Path(__file__))
     return key_of(parts)
 
 

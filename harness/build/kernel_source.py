@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness import proc
 from harness.errors import InfraError
-from harness.images.cache import Artifact, Store, key_of
+from harness.images.cache import Artifact, Store, builder_parts, key_of
 
 
 def source_package(kernel_version: str) -> str:
@@ -22,8 +22,8 @@ def source_package(kernel_version: str) -> str:
 
 def ensure(store: Store, kernel_version: str, package_version: str, files: list[str], log: Path) -> Artifact:
     pkg = source_package(kernel_version)
-    key = key_of([("pkg", pkg.encode()), ("version", package_version.encode()), ("files", "\n".join(sorted(files)).encode()),
-                  ("builder", Path(__file__).read_bytes())])
+    key = key_of([("pkg", pkg.encode()), ("version", package_version.encode()),
+                  ("files", "\n".join(sorted(files)).encode()), *builder_parts(Path(__file__))])
 
     def build(out: Path) -> dict:
         scratch = out / "scratch"

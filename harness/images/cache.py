@@ -9,9 +9,12 @@ happen in a temporary folder that is renamed into place only when complete.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,12 @@ def key_of(parts: list[tuple[str, bytes]]) -> str:
     for name, data in sorted(parts):
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest()[:16]
+
+
+def builder_parts(builder: Path) -> list[tuple[str, bytes]]:
+    """Every module of the builder's package, not only the builder's own
+    file: a change in a helper it calls changes what it builds."""
+    return [(f"builder/{p.name}", p.read_bytes()) for p in sorted(builder.parent.glob("*.py"))]
 
 
 @dataclass
@@ -72,11 +81,12 @@ class Store:
         return Artifact(name, key, path, data["files"], data.get("meta", {}), reused=True)
 
     def build(self, name: str, key: str, builder: Callable[[Path], dict]) -> Artifact:
-        """Run `builder(tmpdir) -> meta`, hash what it left, publish atomically."""
+        """Run `builder(tmpdir) -> meta`, hash what it left, publish atomically.
+        The temporary folder is unique, so a crashed build never collides
+        with the next one; call under the key's lock (ensure does)."""
         final = self.dir_for(name, key)
-        tmp = self.root / f".{name}-{key}.building"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-{key}.", suffix=".building", dir=self.root))
         try:
             meta = builder(tmp) or {}
             files = {}
@@ -93,14 +103,39 @@ class Store:
             raise
         return Artifact(name, key, final, files, meta)
 
-    def ensure(self, name: str, key: str, builder: Callable[[Path], dict]) -> Artifact:
+    def ensure(self, name: str, key: str, builder: Callable[[Path], dict], wait_s: float = 3600) -> Artifact:
+        """The artifact, built if needed.  One builder per key at a time, on
+        this machine: a second one waits for the first and reuses its work."""
         found = self.lookup(name, key)
         if found:
             return found
-        if self.dir_for(name, key).exists():
-            # Present but failing its hashes: say so, then rebuild.
-            shutil.rmtree(self.dir_for(name, key), ignore_errors=True)
-        return self.build(name, key, builder)
+        with self._key_lock(name, key, wait_s):
+            found = self.lookup(name, key)        # built while we waited?
+            if found:
+                return found
+            if self.dir_for(name, key).exists():
+                # Present but failing its hashes: rebuild.
+                shutil.rmtree(self.dir_for(name, key), ignore_errors=True)
+            return self.build(name, key, builder)
+
+    @contextlib.contextmanager
+    def _key_lock(self, name: str, key: str, wait_s: float):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f".{name}-{key}.lock", "a+") as fh:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise InfraError(f"another process has been building {name}-{key} for over {wait_s:.0f}s",
+                                         hint=f"Is it stuck? Its lock is {fh.name}") from None
+                    time.sleep(1)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def prune(self, keep: set[str]) -> list[Path]:
         """Remove artifacts whose directory name is not in `keep`."""
@@ -108,7 +143,7 @@ class Store:
         if not self.root.exists():
             return removed
         for d in self.root.iterdir():
-            if d.is_dir() and d.name not in keep:
+            if d.is_dir() and d.name not in keep and not d.name.startswith("."):
                 shutil.rmtree(d, ignore_errors=True)
                 removed.append(d)
         return removed

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config.loader import load
-from harness.images.cache import key_of
+from harness.images.cache import builder_parts, key_of
 from harness.paths import repo_root
 
 
@@ -52,7 +52,7 @@ def tree_parts(root: Path, prefix: str) -> list[tuple[str, bytes]]:
 
 
 def cache_key(name: str, *, files: list[Path], trees: list[Path], builder: Path, extra: dict[str, str]) -> str:
-    parts: list[tuple[str, bytes]] = [(f"builder/{builder.name}", builder.read_bytes())]
+    parts: list[tuple[str, bytes]] = builder_parts(builder)
     for f in files:
         parts.append((f"file/{f.name}", f.read_bytes()))
     for t in trees:

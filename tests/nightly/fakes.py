@@ -23,7 +23,7 @@ from pathlib import Path
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from harness import config, report  # noqa: E402
+from harness import config, outcome, report  # noqa: E402
 from harness.checks.result import ERROR, FAIL, PASS, CheckResult, overall  # noqa: E402
 from harness.config import overrides  # noqa: E402
 from harness.stages import StageRecord  # noqa: E402
@@ -109,7 +109,7 @@ def write_run(run_dir: Path, scenario, behaviour: str) -> int | None:
     verdict = overall(checks)
     report.write(report.RunReport(scenario.name, verdict, run_dir, time.time(), 12.5, stages, checks,
                                   error=error, info=info))
-    return {"PASS": 0, "FAIL": 1}.get(verdict, 2)
+    return outcome.exit_code(verdict, (error or {}).get("kind"))
 
 
 def behaviour_for(script: dict, cell_id: str, attempt: int) -> str:

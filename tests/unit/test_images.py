@@ -63,7 +63,8 @@ def test_failed_build_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         store.ensure("thing", "k2", build)
     assert store.lookup("thing", "k2") is None
-    assert not any(store.root.iterdir())
+    # Nothing but the key's (empty) lock file is left.
+    assert [p.name for p in store.root.iterdir()] == [".thing-k2.lock"]
 
 
 def test_key_changes_with_content_names_and_modes(tmp_path):
@@ -90,3 +91,39 @@ def test_module_order_puts_dependencies_first(tmp_path):
     from harness.errors import InfraError
     with pytest.raises(InfraError, match="'nosuch' is not in"):
         kmods.resolve(tmp_path, ["nosuch"])
+
+
+def test_two_builders_of_one_key_build_once_and_both_get_it(tmp_path):
+    import threading
+    import time as _time
+
+    from harness.images.cache import Store
+
+    store, built, got = Store(tmp_path), [], []
+
+    def builder(out):
+        built.append(1)
+        _time.sleep(0.5)                        # the other one arrives meanwhile
+        (out / "x").write_text("image")
+        return {"v": 1}
+
+    threads = [threading.Thread(target=lambda: got.append(store.ensure("dom0", "k1", builder))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(built) == 1 and len(got) == 2
+    assert {a.file("x").read_text() for a in got} == {"image"}
+    assert [p.name for p in (tmp_path / "images").iterdir() if p.name.endswith(".building")] == []
+
+
+def test_the_key_covers_the_whole_builder_package(tmp_path):
+    from harness.images.cache import builder_parts
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "dom0.py").write_text("x = 1\n")
+    (pkg / "helper.py").write_text("y = 1\n")
+    before = builder_parts(pkg / "dom0.py")
+    (pkg / "helper.py").write_text("y = 2\n")
+    assert builder_parts(pkg / "dom0.py") != before
