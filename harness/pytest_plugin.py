@@ -9,8 +9,10 @@ Fixtures (module scope: one stack per test module, torn down after it):
 - `trace` (function scope): the capture of that guest.  `trace.guest(cmd)`
   runs an exerciser command, `trace.dom0(op)` a GNTTABOP from dom0,
   `trace.dump()` takes Xen's view, `trace.expected(op)`... see XenrigTrace.
-  At the end of each test the whole trace so far must replay through the
-  model; a divergence fails the test with the rule and the event.
+  When each test's body ends, the whole trace so far is replayed through
+  the model; a divergence among the events since that test began fails it
+  with the rule and the event (a capture the model cannot judge fails it
+  too, saying so).
 
     def test_readonly_grant_cannot_be_mapped_writable(trace):
         ref = trace.guest("handoff t 0 ro")["ref"]
@@ -44,6 +46,13 @@ class XenrigTrace:
 
     def __init__(self, session):
         self.session = session
+        self.start_seq = 0          # the first trace seq of the current test
+
+    def next_seq(self) -> int:
+        """The seq the next captured event will get."""
+        self.session.drain()
+        _, events = self.session.assembly.parsed()
+        return events[-1].seq + 1 if events else 0
 
     def guest(self, command: str, timeout_s: float = 120) -> dict:
         """Run an exerciser command (docs/exerciser.md); its result line."""
@@ -129,8 +138,14 @@ def _xenrig_guest(_xenrig_stack):
     with runner.guest_with_modules(s["xen"], s["scenario"], s["modules"], s["timeline"], s["run_dir"], {},
                                    capture=True) as (guest, session):
         yield guest, session
-        with contextlib.suppress(Exception):
+        # An incomplete capture (lost or dropped events) is an error of the
+        # whole module's tests, not something to swallow.
+        from harness.errors import XenrigError
+
+        try:
             session.finish()
+        except XenrigError as exc:
+            pytest.fail(f"xenrig: the capture is incomplete or unreadable: {exc.paragraph()}", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +155,43 @@ def hvm_guest(_xenrig_guest):
 
 @pytest.fixture
 def trace(_xenrig_guest):
+    """Judged when the test's body ends (pytest_runtest_makereport below): a
+    divergence fails the test whose events caused it, not the teardown."""
     t = XenrigTrace(_xenrig_guest[1])
+    t.start_seq = t.next_seq()
     yield t
-    verdict = t.verdict()
-    if verdict.outcome != "PASS":
-        pytest.fail(verdict.summary(), pytrace=False)
+
+
+def judge_test(verdict, start_seq: int) -> tuple[bool, str]:
+    """(failed, why) for a test whose events begin at `start_seq`.  A
+    capture the model could not judge is a failure that says so, never a
+    pass; a divergence before this test began is the earlier test's, and the
+    model judges nothing after it."""
+    if verdict.outcome == "PASS":
+        return False, ""
+    d = verdict.divergence
+    if d is None:
+        return True, "xenrig: the capture could not be judged (an ERROR, not a pass):\n" + verdict.summary()
+    if d.seq >= start_seq:
+        return True, verdict.summary()
+    return False, (f"xenrig: not judged by the model: an earlier test's divergence at seq {d.seq} "
+                   f"({d.rule}) ends what the model can judge")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if call.when != "call":
+        return
+    t = getattr(item, "funcargs", {}).get("trace")
+    if not isinstance(t, XenrigTrace):
+        return
+    rep = outcome.get_result()
+    try:
+        failed, why = judge_test(t.verdict(), t.start_seq)
+    except Exception as exc:  # noqa: BLE001 - a capture that cannot be read is not a pass
+        failed, why = True, f"xenrig: the capture could not be read: {type(exc).__name__}: {exc}"
+    if failed:
+        rep.outcome, rep.longrepr = "failed", why
+    elif why:
+        rep.sections.append(("xenrig", why))
