@@ -10,6 +10,7 @@ and the log a person should open.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 import time
@@ -20,6 +21,8 @@ from harness.errors import StageTimeout
 
 T = TypeVar("T")
 
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class StageRecord:
@@ -48,14 +51,16 @@ class Timeline:
 
     def note(self, text: str) -> None:
         for sub in self.subscribers:
-            sub.note(text, self.elapsed())
+            try:
+                sub.note(text, self.elapsed())
+            except Exception:  # noqa: BLE001
+                log.exception("progress subscriber %r failed on a note", sub)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[StageRecord]:
         record = StageRecord(name=name, start_s=self.elapsed())
         self.records.append(record)
-        for sub in self.subscribers:
-            sub.stage_started(record)
+        self._tell("stage_started", record)
         begun = time.monotonic()
         try:
             yield record
@@ -71,8 +76,16 @@ class Timeline:
             record.outcome = "ok"
         finally:
             record.duration_s = time.monotonic() - begun
-            for sub in self.subscribers:
-                sub.stage_finished(record)
+            self._tell("stage_finished", record)
+
+    def _tell(self, what: str, record: StageRecord) -> None:
+        """A subscriber that fails must not break the stage it watches (a
+        teardown stage above all)."""
+        for sub in self.subscribers:
+            try:
+                getattr(sub, what)(record)
+            except Exception:  # noqa: BLE001
+                log.exception("progress subscriber %r failed in %s", sub, what)
 
 
 class ConsoleProgress:
@@ -89,7 +102,10 @@ class ConsoleProgress:
         self._t0 = time.monotonic()
 
     def _write(self, text: str) -> None:
-        with self._lock:
+        # Progress is for a person and best effort: when whoever reads it is
+        # gone (a closed pipe, a killed parent), the run and above all its
+        # teardown go on.  A BrokenPipeError here once left an L0 VM running.
+        with self._lock, contextlib.suppress(OSError, ValueError):
             if self.tick:
                 self.stream.write("\r\033[K")
             self.stream.write(text + "\n")

@@ -33,3 +33,20 @@ def test_wait_for_times_out_naming_stage_and_log():
 def test_wait_for_returns_value():
     vals = iter([None, 0, "yes"])
     assert wait_for(lambda: next(vals), timeout_s=5, what="x", stage="s", interval_s=0.01) == "yes"
+
+
+def test_a_closed_progress_stream_cannot_break_a_stage_or_its_teardown():
+    import io
+
+    from harness.stages import ConsoleProgress, Timeline
+
+    class Gone(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    timeline = Timeline([ConsoleProgress(stream=Gone())])
+    ran = []
+    with timeline.stage("tear down L0 VM"):
+        timeline.note("destroying")
+        ran.append(True)
+    assert ran == [True] and timeline.records[-1].outcome == "ok"
