@@ -16,7 +16,8 @@ Phases: `idle` (guest running, nothing to do), `paused` (`xl pause`; the
 relay is skipped), `io` (xr-io writing and verifying on every guest disk in
 a loop the whole time).  Each transfer is hashed on the host; a wrong hash,
 a truncated blob or a broken SSH stream ("Mismatched MAC") is a corruption.
-A broken stream is reconnected with the pinned key and counted.  Where a
+A broken stream is reconnected by the harness itself (SshSession) with the
+pinned key; its reconnects are counted.  Where a
 good copy is at hand, the damaged byte ranges are printed (offsets within
 the blob and within the 4 KiB page), the evidence an upstream report needs.
 
@@ -83,12 +84,6 @@ def damaged_ranges(good: bytes, bad: bytes, limit: int = 12) -> str:
     return f"{len(runs)} runs: " + ", ".join(exact) + more
 
 
-def reconnect(xen, tally: Tally) -> None:
-    tally.reconnects += 1
-    xen.ssh.close()
-    xen.ssh.connect(60, stage="reconnect")
-
-
 def judge(tally: Tally, path: str, data: bytes, want: str, good: dict) -> None:
     """Count a transfer whose hash is not the source's; keep the first good
     copy of each path to describe later damage against."""
@@ -109,7 +104,6 @@ def fetch_dom0(xen, tally: Tally, want: str, good: dict) -> None:
     except XenrigError as exc:
         tally.corruptions += 1
         tally.damage.append(f"dom0 transfer {tally.transfers}: SSH stream broke: {str(exc)[:160]}")
-        reconnect(xen, tally)
         return
     tally.bytes += len(data)
     judge(tally, "dom0", data, want, good)
@@ -126,7 +120,6 @@ def fetch_guest(xen, g, tally: Tally, want: str, good: dict) -> None:
     except XenrigError as exc:
         tally.corruptions += 1
         tally.damage.append(f"guest transfer {tally.transfers}: relay broke: {str(exc)[:160]}")
-        reconnect(xen, tally)
         return
     try:
         data = base64.b64decode("".join(res.stdout.split()), validate=True)
@@ -176,7 +169,7 @@ def main() -> int:
             vdevs = [d.vdev for d in scenario.guest.disks]
             for phase in phases:
                 tally = Tally()
-                t0 = time.monotonic()
+                t0, reconnects_before = time.monotonic(), xen.ssh.reconnects
                 if phase == "paused":
                     xen.xl(f"pause {g.name}", timeout_s=60)
                 elif phase == "io":
@@ -192,6 +185,7 @@ def main() -> int:
                     elif phase == "io":
                         stop_io(g)
                 dt = time.monotonic() - t0
+                tally.reconnects = xen.ssh.reconnects - reconnects_before
                 print(f"phase {phase}: {tally.transfers} transfers, {tally.bytes / 1e6:.0f} MB in {dt:.0f}s, "
                       f"corruptions={tally.corruptions} reconnects={tally.reconnects}", flush=True)
                 for line in tally.damage:

@@ -26,6 +26,7 @@ EXIT_CODES = {PASS: EXIT_PASS, SKIP: EXIT_PASS, FAIL: EXIT_FAIL, ERROR: EXIT_ERR
 # machine: deterministic, so retrying cannot help.
 USAGE_KINDS = frozenset({"config", "usage", "patch", "build"})
 CORRUPTION = "corruption"
+INTERNAL = "internal"     # harness.errors.InternalError.kind
 
 
 def overall(outcomes: list[str], corrupted: bool = False) -> str:
@@ -43,13 +44,13 @@ def overall(outcomes: list[str], corrupted: bool = False) -> str:
     return PASS
 
 
-def exit_code(outcome: str, error_kind: str | None = None, internal: bool = False) -> int:
-    """The process's exit code for a run that ended with `outcome`; an error
-    of a usage kind or an internal error only matters when nothing proved
-    a FAIL first."""
+def exit_code(outcome: str, error_kind: str | None = None) -> int:
+    """The process's exit code for a run that ended with `outcome` and, if it
+    errored, an error of `error_kind`; the error's kind only matters when
+    nothing proved a FAIL first."""
     if outcome == FAIL:
         return EXIT_FAIL
-    if internal:
+    if error_kind == INTERNAL:
         return EXIT_INTERNAL
     if outcome == ERROR and error_kind in USAGE_KINDS:
         return EXIT_USAGE

@@ -47,8 +47,7 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
-        return outcome_mod.exit_code(self.outcome, self.error.kind if self.error else None,
-                                     internal=isinstance(self.error, InternalError))
+        return outcome_mod.exit_code(self.outcome, self.error.kind if self.error else None)
 
 
 def _internal(exc: BaseException, run_dir: Path) -> InternalError:

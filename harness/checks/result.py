@@ -7,8 +7,6 @@ from dataclasses import asdict, dataclass, field
 from harness import outcome as _outcome
 from harness.outcome import ERROR, FAIL, PASS, SKIP  # noqa: F401  (the vocabulary, re-exported)
 
-EXIT_CODES = _outcome.EXIT_CODES
-
 
 @dataclass
 class CheckResult:

@@ -127,16 +127,14 @@ class SshSession:
         run it again; otherwise we reconnect (so teardown still works) and
         raise TransportError: the command may or may not have happened."""
         attempts = 2 if retry else 1
-        for attempt in range(attempts):
+        for attempt in range(1, attempts + 1):
             try:
                 return self._run_once(command, timeout_s=timeout_s, check=check, input=input, what=what,
                                       digest=digest)
             except TransportError as exc:
-                broken = exc
                 self._recover(str(exc))
-                if attempt + 1 < attempts:
-                    continue
-        raise broken
+                if attempt == attempts:
+                    raise
 
     def _recover(self, why: str) -> None:
         """A fresh connection with the pinned key after the stream broke."""

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from harness import outcome
 from harness.errors import UsageError
 from harness.nightly.cells import FAIL, FLAKY, INFRA, MISSING, PASS, SHARD_SCHEMA, SKIP
 
@@ -139,7 +140,7 @@ def outcome_of(counts) -> str:
     return "PASS"
 
 
-EXIT_CODES = {"PASS": 0, "FAIL": 1, "ERROR": 2}
+EXIT_CODES = outcome.EXIT_CODES       # one table for runs and nights (harness.outcome)
 
 
 # -- JUnit -------------------------------------------------------------------

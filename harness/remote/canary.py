@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """xenrig's memory canary in dom0: does this stack damage dom0's memory?
 
-    canary.py start --state DIR [--mib N]   fork a watcher, return at once
+    canary.py start --state DIR [--mib N] [--max-s S]   fork a watcher, return at once
     canary.py stop --state DIR              stop it; print its findings (JSON)
 
 The watcher keeps N MiB of a known pattern resident and, every second,
@@ -42,18 +42,24 @@ def compare(want: bytes, got, where: str, found: list) -> int:
     return bad
 
 
-def watch(state: str, mib: int) -> None:
+def watch(state: str, mib: int, max_s: float) -> None:
     want = pattern(mib)
     resident = bytearray(want)
     status = {"pid": os.getpid(), "mib": mib, "checks": 0, "damaged_blocks": 0, "found": [], "started": time.time()}
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     fresh_want = want[: 4 << 20]
-    while not stop:
+    # A harness that dies without stopping us must not leave us running on a
+    # real host for ever: give up after max_s.
+    deadline = time.monotonic() + max_s
+    while not stop and time.monotonic() < deadline:
         fresh = bytearray(fresh_want)           # new pages, filled now
         time.sleep(1.0)
         status["damaged_blocks"] += compare(fresh_want, fresh, "fresh", status["found"])
-        status["damaged_blocks"] += compare(want, resident, "resident", status["found"])
+        damaged = compare(want, resident, "resident", status["found"])
+        if damaged:
+            status["damaged_blocks"] += damaged
+            resident[:] = want                  # count each damage once, not every second after
         status["checks"] += 1
         del fresh
         tmp = os.path.join(state, "status.json.tmp")
@@ -67,6 +73,7 @@ def main() -> int:
     ap.add_argument("action", choices=["start", "stop"])
     ap.add_argument("--state", required=True)
     ap.add_argument("--mib", type=int, default=32)
+    ap.add_argument("--max-s", type=float, default=6 * 3600, help="the watcher stops by itself after this long")
     args = ap.parse_args()
     os.makedirs(args.state, exist_ok=True)
     pidfile = os.path.join(args.state, "pid")
@@ -78,7 +85,7 @@ def main() -> int:
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
             try:
-                watch(args.state, args.mib)
+                watch(args.state, args.mib, args.max_s)
             finally:
                 os._exit(0)
         with open(pidfile, "w") as fh:

@@ -33,7 +33,7 @@ def test_exit_codes():
     assert outcome.exit_code("FAIL", "patch") == 1                 # a proven FAIL is not undone
     assert outcome.exit_code("ERROR", "infrastructure") == 2
     assert outcome.exit_code("ERROR", "transport") == 2
-    assert outcome.exit_code("ERROR", "internal", internal=True) == 3
+    assert outcome.exit_code("ERROR", "internal") == 3
     for kind in ("config", "usage", "patch", "build"):
         assert outcome.exit_code("ERROR", kind) == 4
     assert outcome.headline("FAIL", "dom0: the SSH connection broke") == \

@@ -91,3 +91,23 @@ def test_the_remote_canary_finds_a_damaged_block():
     assert found[0]["offset"] == 4992 and found[0]["page_offset"] == 896
     assert remote_canary.compare(want, bytearray(want), "resident", []) == 0
     assert hashlib.sha256(want).hexdigest() == hashlib.sha256(remote_canary.pattern(1)).hexdigest()
+
+
+def test_the_watcher_counts_a_damage_once_and_stops_by_itself(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(remote_canary.time, "sleep", lambda s: None)
+    monkeypatch.setattr(remote_canary.signal, "signal", lambda *a: None)
+    hit = []
+    real_compare = remote_canary.compare
+
+    def compare(want, got, where, found):
+        if where == "resident" and not hit:     # damage the resident pattern once
+            got[100] ^= 1
+            hit.append(1)
+        return real_compare(want, got, where, found)
+
+    monkeypatch.setattr(remote_canary, "compare", compare)
+    remote_canary.watch(str(tmp_path), 1, 0.5)   # returns: max_s ended it without a stop
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["damaged_blocks"] == 1 and status["checks"] > 1
