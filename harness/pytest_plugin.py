@@ -100,7 +100,7 @@ def _embed_root(root: Path):
 
 @pytest.fixture(scope="module")
 def _xenrig_stack(request):
-    from harness import canary, config, paths, runner, stack
+    from harness import booted, canary, config, paths, runner
     from harness.stages import ConsoleProgress, Timeline
 
     opts = request.config.option
@@ -115,10 +115,13 @@ def _xenrig_stack(request):
         # variable back afterwards so `xenrig` subprocesses use the usual one.
         es.enter_context(_embed_root(paths.state_dir() / "libvirt-pytest"))
         built_images, built_modules = runner.prepare(scenario, timeline, run_dir)
-        xen = es.enter_context(stack.xen_host(host_cfg, timeline, run_dir, built=built_images))
+        # From the stack's snapshot when there is one (harness.booted).
+        xen, at_point = es.enter_context(booted.stack_and_guest(host_cfg, scenario.guest, timeline, run_dir,
+                                                                built=built_images, info={}))
         es.callback(runner.collect_xen_logs, xen, run_dir)
         canary.start_dom0(xen)
-        yield {"xen": xen, "scenario": scenario, "modules": built_modules, "timeline": timeline, "run_dir": run_dir}
+        yield {"xen": xen, "guest": at_point, "scenario": scenario, "modules": built_modules, "timeline": timeline,
+               "run_dir": run_dir}
         # A stack that damaged dom0's memory makes every result above suspect.
         held = canary.stop_dom0(xen)
         if held.outcome != "PASS":
@@ -136,7 +139,7 @@ def _xenrig_guest(_xenrig_stack):
 
     s = _xenrig_stack
     with runner.guest_with_modules(s["xen"], s["scenario"], s["modules"], s["timeline"], s["run_dir"], {},
-                                   capture=True) as (guest, session):
+                                   capture=True, booted=s["guest"]) as (guest, session):
         yield guest, session
         # An incomplete capture (lost or dropped events) is an error of the
         # whole module's tests, not something to swallow.

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from harness import outcome as outcome_mod
-from harness import build, canary, config, guest, images, logfile, paths, report, stack
+from harness import booted, build, canary, config, guest, images, logfile, paths, report
 from harness.checks import smoke
 from harness.capture.live import CaptureSession
 from harness.check import stepwise
@@ -27,7 +27,6 @@ from harness.config import HostConfig, Scenario
 from harness.capture import hang
 from harness.errors import HangDetected, InternalError, XenrigError
 from harness.guest import modules as guest_modules
-from harness.guest.payload import pack_modules
 from harness.host import XenHost
 from harness.machine import tools as host_tools
 from harness.stages import ConsoleProgress, Timeline
@@ -95,18 +94,21 @@ def prepare(scenario: Scenario, timeline: Timeline, run_dir: Path,
 
 @contextlib.contextmanager
 def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.BuiltModule], timeline: Timeline,
-                       run_dir: Path, info: dict, keep: bool = False,
-                       capture: bool = False) -> Iterator[tuple[guest.HvmGuest, CaptureSession | None]]:
-    """The HVM guest, booted with the built modules on board and loaded; with
+                       run_dir: Path, info: dict, keep: bool = False, capture: bool = False,
+                       booted: guest.HvmGuest | None = None) -> Iterator[tuple[guest.HvmGuest, CaptureSession | None]]:
+    """The HVM guest with the built modules copied in and loaded; with
     `capture`, the tracer is armed before blkfront loads, so the ring's
-    set-up and its first requests are in the trace."""
-    extra = pack_modules(built, run_dir / "guest-modules.cpio.gz") if built else None
+    set-up and its first requests are in the trace.  `booted`: a guest at
+    the shared point already (harness.booted, which also destroys it);
+    without it one is started here."""
     by_role = {m.role: m for m in built}
-    with guest.start(xen, scenario.guest, timeline, extra_initrd=extra, artifacts=run_dir, keep=keep) as g:
+    with (contextlib.nullcontext(booted) if booted is not None
+          else guest.start(xen, scenario.guest, timeline, artifacts=run_dir, keep=keep)) as g:
         info["guest"] = {"name": g.name, "domid": g.domid}
         session = None
         with timeline.stage("load guest modules"):
             loaded = []
+            guest_modules.push(g, built)
 
             def load(module: build.BuiltModule) -> None:
                 lm = guest_modules.insmod(g, module, xen.cfg.timeouts.command_s)
@@ -213,8 +215,10 @@ def keep_stack(xen: XenHost, host_cfg: HostConfig, run_dir: Path, guest_name: st
 
 
 def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | None = None,
-                 timeline: Timeline | None = None, console: bool = False, keep: bool = False) -> RunOutcome:
-    """`keep`: leave the stack and the guest up afterwards (xenrig repro --keep)."""
+                 timeline: Timeline | None = None, console: bool = False, keep: bool = False,
+                 cold: bool = False) -> RunOutcome:
+    """`keep`: leave the stack and the guest up afterwards (xenrig repro --keep).
+    `cold`: boot from nothing rather than restore a snapshot (harness.booted)."""
     run_dir = run_dir or new_run_dir(scenario.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     logfile.attach(run_dir)
@@ -229,12 +233,12 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
         built_images, built_modules = prepare(scenario, timeline, run_dir, remote=host_cfg.kind == "remote")
         info["modules"] = [m.to_dict() for m in built_modules]
         info["host_tools"] = host_tools.versions()
-        with stack.xen_host(host_cfg, timeline, run_dir, built=built_images, console=console, info=info,
-                            keep=keep, replace_kept=keep) as xen:
+        with booted.stack_and_guest(host_cfg, scenario.guest, timeline, run_dir, built=built_images, info=info,
+                                    cold=cold, console=console, keep=keep, replace_kept=keep) as (xen, at_point):
             canary.start_dom0(xen)
             try:
                 with guest_with_modules(xen, scenario, built_modules, timeline, run_dir, info,
-                                        capture=scenario.capture, keep=keep) as (g, session):
+                                        capture=scenario.capture, keep=keep, booted=at_point) as (g, session):
                     guest_canary = canary.start_guest(g)
                     if keep:
                         keep_stack(xen, host_cfg, run_dir, g.name)

@@ -36,9 +36,11 @@ def sync_guest_image(xen: hostmod.XenHost, guest_image) -> bool:
 @contextlib.contextmanager
 def xen_host(cfg: HostConfig, timeline: Timeline, run_dir: Path, *, built: images.Images | None = None,
              keep: bool = False, console: bool = False, info: dict | None = None,
-             replace_kept: bool = False) -> Iterator[hostmod.XenHost]:
+             replace_kept: bool = False, restore=None) -> Iterator[hostmod.XenHost]:
     """`built`: images already ensured by the caller (else ensured here).
-    `replace_kept`: stop a stack left up by `xenrig up` instead of refusing."""
+    `replace_kept`: stop a stack left up by `xenrig up` instead of refusing.
+    `restore`: a harness.snapshot.Snapshot to restore instead of booting
+    (nested hosts only; harness.booted decides)."""
     info = info if info is not None else {}
     with contextlib.ExitStack() as stack:
         if cfg.kind == "remote":
@@ -65,7 +67,10 @@ def xen_host(cfg: HostConfig, timeline: Timeline, run_dir: Path, *, built: image
                                    **{k: v for k, v in a.meta.items() if k not in ("versions", "host_key")}}
                           for a in built.all()}
         key_file, _ = sshkeys.client_key(paths.state_dir())
-        machine = stack.enter_context(vm.boot(cfg, built, run_dir, timeline, keep=keep, console=console))
+        if restore is not None:
+            machine = stack.enter_context(vm.restore(cfg, built, restore, run_dir, timeline, keep=keep, console=console))
+        else:
+            machine = stack.enter_context(vm.boot(cfg, built, run_dir, timeline, keep=keep, console=console))
         info["host"] = {"kind": "nested", "accel": machine.accel, "ssh_port": machine.ssh_port, "domain": machine.name}
         endpoint = hostmod.Endpoint("127.0.0.1", machine.ssh_port, "root", key_file, machine.host_key)
         with timeline.stage("connect to dom0"):

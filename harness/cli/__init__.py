@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "up",
     "down",
     "run",
+    "snapshot",
     "repro",
     "shell",
     "check",

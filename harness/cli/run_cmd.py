@@ -15,6 +15,8 @@ def register(sub) -> None:
     p.add_argument("scenario", type=Path, help="scenario file, e.g. configs/smoke.yaml")
     p.add_argument("--host", type=Path, help="host config to use instead of the scenario's")
     p.add_argument("--console", action="store_true", help="show the L0 serial console (Xen + dom0) live")
+    p.add_argument("--cold", action="store_true",
+                   help="boot Xen, dom0 and the guest from nothing instead of restoring a snapshot (and save none)")
     p.add_argument("--run-dir", type=Path, help="folder for the report (default: runs/<time>-<scenario>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change one setting of the scenario for this run (repeatable), e.g. "
@@ -28,7 +30,8 @@ def handle(args) -> int:
         scenario = overrides.apply(scenario, args.overrides)
     if args.run_dir:
         args.run_dir.mkdir(parents=True, exist_ok=True)
-    result = runner.run_scenario(scenario, host, run_dir=args.run_dir, console=args.console)
+    result = runner.run_scenario(scenario, host, run_dir=args.run_dir, console=args.console,
+                                 cold=args.cold)
     rep = result.report
     sys.stdout.write(summary_text(rep))
     counts = {o: sum(1 for c in rep.checks if c.outcome == o) for o in ("PASS", "FAIL", "ERROR")}

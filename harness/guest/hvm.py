@@ -63,6 +63,24 @@ class HvmGuest:
                             f"--timeout {int(timeout_s)} ping", timeout_s=timeout_s + 15, retry=True)
         return res.ok
 
+    def put(self, local: Path, dest: str, timeout_s: float = 120) -> str:
+        """Copy a file of the host to `dest` in the guest (via dom0); return
+        the sha256 the guest computed of what it wrote, checked against ours."""
+        staged = f"{self.paths.run_dir}/put-{local.name}"
+        self.host.ssh.put(local, staged)
+        res = self.host.run(f"python3 {AGENT_DIR}/guestctl.py --socket {shlex.quote(self.paths.agent_socket)} "
+                            f"--timeout {int(timeout_s)} put {shlex.quote(staged)} {shlex.quote(dest)}",
+                            timeout_s=timeout_s + 20)
+        if res.exit_status == CORRUPTED:
+            raise CorruptionError(f"guest {self.name}: {local.name} was damaged on its way into the guest: "
+                                  f"{res.stderr.strip()[:200]}", hint="The stack corrupts memory: see docs/dom0-corruption.md")
+        if not res.ok:
+            raise InfraError(f"guest {self.name}: copying {local.name} into the guest failed: "
+                             + (res.stderr or res.stdout).strip()[-400:],
+                             hint=f"The guest console is {self.paths.console_log} in dom0")
+        self.host.run(f"rm -f {shlex.quote(staged)}", timeout_s=30)
+        return res.stdout.strip()
+
     def console(self) -> str:
         res = self.host.run(f"cat {shlex.quote(self.paths.console_log)} 2>/dev/null", timeout_s=30, retry=True,
                             digest=True)
@@ -82,7 +100,7 @@ def check_digest(res: Result, what: str) -> None:
     res.stderr = ssh_digest(res.stdout_bytes, res.stderr, what, "the guest agent")
 
 
-def _prepare(host: XenHost, cfg: GuestConfig, paths: xlcfg.GuestPaths, extra_initrd: Path | None) -> None:
+def _prepare(host: XenHost, cfg: GuestConfig, paths: xlcfg.GuestPaths) -> None:
     # Leftovers of a killed run on a kept-up or real host: same name, same files.
     if host.domid(paths.name) is not None:
         host.xl(f"destroy {paths.name}", check=False, timeout_s=60)
@@ -90,12 +108,6 @@ def _prepare(host: XenHost, cfg: GuestConfig, paths: xlcfg.GuestPaths, extra_ini
     for disk in cfg.disks:
         cmds.append(f"truncate -s {disk.size_mib}M {shlex.quote(paths.vbd_image(disk))}")
     host.run(" && ".join(cmds), check=True, timeout_s=60, what="preparing the guest's files in dom0")
-    if extra_initrd is not None:
-        # The kernel unpacks concatenated archives in order: the base image's,
-        # then ours (the modules the harness built).
-        host.ssh.put(extra_initrd, f"{paths.run_dir}/extra.cpio.gz")
-        host.run(f"cat {GUEST_IMAGE_DIR}/initrd.img {paths.run_dir}/extra.cpio.gz > {paths.ramdisk}",
-                 check=True, timeout_s=60, what="assembling the guest initramfs")
     host.ssh.write(paths.config, xlcfg.render(cfg, paths))
 
 
@@ -116,30 +128,33 @@ def wait_ready(guest: HvmGuest, timeout_s: float, stage: str) -> None:
                                + "\n".join(guest.console().strip().splitlines()[-15:]) + "\n")
 
 
-def guest_paths(name: str, ramdisk: str | None = None) -> xlcfg.GuestPaths:
+def guest_paths(name: str) -> xlcfg.GuestPaths:
     return xlcfg.GuestPaths(name=name, run_dir=f"/run/xenrig/guests/{name}",
-                            kernel=f"{GUEST_IMAGE_DIR}/vmlinuz", ramdisk=ramdisk or f"{GUEST_IMAGE_DIR}/initrd.img")
+                            kernel=f"{GUEST_IMAGE_DIR}/vmlinuz", ramdisk=f"{GUEST_IMAGE_DIR}/initrd.img")
 
 
-def attach(host: XenHost, name: str) -> HvmGuest:
-    """An already running guest (left up by `xenrig up`)."""
-    guest = HvmGuest(host, GuestConfig(), guest_paths(name))
+def attach(host: XenHost, name: str, cfg: GuestConfig | None = None) -> HvmGuest:
+    """An already running guest (left up by `xenrig up`, or restored with
+    its stack from a snapshot)."""
+    guest = HvmGuest(host, cfg or GuestConfig(), guest_paths(name))
     guest.domid = host.domid(name)
     if guest.domid is None:
         raise InfraError(f"no guest named {name} is running on this Xen host", hint="Start one with 'xenrig up'")
     return guest
 
 
-@contextlib.contextmanager
-def start(host: XenHost, cfg: GuestConfig, timeline: Timeline, *, name: str = "xenrig-guest",
-          extra_initrd: Path | None = None, artifacts: Path | None = None, keep: bool = False) -> Iterator[HvmGuest]:
-    """Start the guest; `extra_initrd` is appended to its initramfs."""
-    paths = guest_paths(name, f"/run/xenrig/guests/{name}/initrd.img" if extra_initrd else None)
+def create(host: XenHost, cfg: GuestConfig, timeline: Timeline, *, name: str = "xenrig-guest",
+           artifacts: Path | None = None) -> HvmGuest:
+    """Create the guest from the base image and wait for its agent.  The
+    modules under test come later, through the agent: that way a guest at
+    this point is the same for every scenario and can be snapshotted.  If it
+    does not come up it is destroyed here, its console kept."""
+    paths = guest_paths(name)
     guest = HvmGuest(host, cfg, paths)
     created = False
     try:
         with timeline.stage("start HVM guest") as st:
-            _prepare(host, cfg, paths, extra_initrd)
+            _prepare(host, cfg, paths)
             res = host.xl(f"create {paths.config}", check=False, timeout_s=120)
             if not res.ok:
                 raise InfraError(f"'xl create' failed for guest {name}: " + (res.stderr or res.stdout).strip()[-800:],
@@ -150,12 +165,38 @@ def start(host: XenHost, cfg: GuestConfig, timeline: Timeline, *, name: str = "x
                                    stage=st.name, interval_s=1)
             timeline.note(f"guest {name} is domain {guest.domid}")
             wait_ready(guest, host.cfg.timeouts.guest_boot_s, st.name)
+    except BaseException:
+        if created:
+            _finish(guest, timeline, artifacts, keep=False)
+        raise
+    return guest
+
+
+@contextlib.contextmanager
+def start(host: XenHost, cfg: GuestConfig, timeline: Timeline, *, name: str = "xenrig-guest",
+          artifacts: Path | None = None, keep: bool = False) -> Iterator[HvmGuest]:
+    """Create the guest; it is destroyed on the way out unless kept."""
+    guest = create(host, cfg, timeline, name=name, artifacts=artifacts)
+    with owned(guest, timeline, artifacts, keep):
+        yield guest
+
+
+@contextlib.contextmanager
+def owned(guest: HvmGuest, timeline: Timeline, artifacts: Path | None, keep: bool = False) -> Iterator[HvmGuest]:
+    """A running guest (created here or restored with its stack) that is
+    destroyed on the way out, its console kept, unless `keep`."""
+    try:
         yield guest
     finally:
-        if artifacts is not None and created:
-            with contextlib.suppress(Exception):
-                artifacts.mkdir(parents=True, exist_ok=True)
-                (artifacts / f"{name}-console.log").write_text(guest.console())
-        if created and not keep:
-            with timeline.stage("destroy HVM guest"):
-                host.xl(f"destroy {name}", check=False, timeout_s=host.cfg.timeouts.shutdown_s + 30)
+        _finish(guest, timeline, artifacts, keep)
+
+
+def _finish(guest: HvmGuest, timeline: Timeline, artifacts: Path | None, keep: bool) -> None:
+    """Keep the guest's console as evidence, then destroy it (unless kept)."""
+    if artifacts is not None:
+        with contextlib.suppress(Exception):
+            artifacts.mkdir(parents=True, exist_ok=True)
+            (artifacts / f"{guest.name}-console.log").write_text(guest.console())
+    if not keep:
+        with timeline.stage("destroy HVM guest"):
+            guest.host.xl(f"destroy {guest.name}", check=False, timeout_s=guest.host.cfg.timeouts.shutdown_s + 30)

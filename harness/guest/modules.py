@@ -3,13 +3,19 @@ proving they are the ones it built (build id from /sys/module/*/notes)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
 from harness.build import BuiltModule, elfinfo
-from harness.errors import InfraError, StageTimeout
+from harness.errors import CorruptionError, InfraError, StageTimeout
 from harness.guest.hvm import HvmGuest
-from harness.guest.payload import GUEST_MODULE_DIR
+
+# Where the modules the harness built go in the guest.  They are copied in
+# through the agent once the guest is up, never baked into its boot: the
+# guest at that point is the same for every scenario (it can be restored
+# from a snapshot), and only what is copied differs.
+GUEST_MODULE_DIR = "/lib/modules/xenrig"
 
 
 @dataclass
@@ -25,6 +31,17 @@ def _loaded_build_id(guest: HvmGuest, name: str) -> str | None:
         return None
     blob = bytes(int(b, 16) for b in res.stdout.split())
     return elfinfo.parse_note_blob(blob)
+
+
+def push(guest: HvmGuest, modules: list[BuiltModule]) -> None:
+    """Copy the built modules into the guest; each arrives hash-checked."""
+    for m in modules:
+        got = guest.put(m.ko, f"{GUEST_MODULE_DIR}/{m.ko.name}")
+        want = hashlib.sha256(m.ko.read_bytes()).hexdigest()
+        if got != want:
+            # guestctl compared with the copy in dom0: this is the hop before.
+            raise CorruptionError(f"{m.ko.name} reached the guest with sha256 {got}, not {want}",
+                                  hint="The stack corrupts memory: see docs/dom0-corruption.md")
 
 
 def insmod(guest: HvmGuest, module: BuiltModule, timeout_s: float) -> LoadedModule:

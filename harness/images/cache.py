@@ -58,8 +58,11 @@ class Artifact:
 
 
 class Store:
-    def __init__(self, root: Path):
-        self.root = root / "images"
+    """`kind` names the cache's subfolder: images (and built modules), or
+    snapshots of a booted stack."""
+
+    def __init__(self, root: Path, kind: str = "images"):
+        self.root = root / kind
 
     def dir_for(self, name: str, key: str) -> Path:
         return self.root / f"{name}-{key}"
@@ -109,7 +112,7 @@ class Store:
         found = self.lookup(name, key)
         if found:
             return found
-        with self._key_lock(name, key, wait_s):
+        with self.key_lock(name, key, wait_s):
             found = self.lookup(name, key)        # built while we waited?
             if found:
                 return found
@@ -119,7 +122,8 @@ class Store:
             return self.build(name, key, builder)
 
     @contextlib.contextmanager
-    def _key_lock(self, name: str, key: str, wait_s: float):
+    def key_lock(self, name: str, key: str, wait_s: float):
+        """Held while one process builds name-key; wait_s=0 fails at once."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / f".{name}-{key}.lock", "a+") as fh:
             deadline = time.monotonic() + wait_s
@@ -128,7 +132,7 @@ class Store:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    if time.monotonic() > deadline:
+                    if time.monotonic() >= deadline:
                         raise InfraError(f"another process has been building {name}-{key} for over {wait_s:.0f}s",
                                          hint=f"Is it stuck? Its lock is {fh.name}") from None
                     time.sleep(1)

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import signal
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+from xml.etree import ElementTree as ET
 
 from harness import paths, proc
 from harness.config import HostConfig
 from harness.errors import InfraError
 from harness.images import Images
 from harness.machine import accel as accel_mod
-from harness.machine import domxml, stackfile
+from harness.machine import domxml, savestate, stackfile
 from harness.machine._libvirt import libvirt
 from harness.machine.libvirt_conn import close_connection, open_connection
 from harness.machine.serial import SerialLog
@@ -125,15 +129,21 @@ def destroy_stale(conn: libvirt.virConnect, root: Path) -> list[str]:
     return gone
 
 
-@contextlib.contextmanager
-def boot(host: HostConfig, images: Images, run_dir: Path, timeline: Timeline, *,
-         keep: bool = False, console: bool = False) -> Iterator[Machine]:
+def _open_clean(host: HostConfig, timeline: Timeline):
+    """The libvirt root and connection, with what a killed run left in it gone."""
     root = embed_root()
     conn = open_connection(host.libvirt_uri, root)
     with timeline.stage("clean up leftovers"):
         stale = destroy_stale(conn, root)
         if stale:
             timeline.note(f"destroyed leftovers of an earlier run: {', '.join(stale)}")
+    return root, conn
+
+
+@contextlib.contextmanager
+def boot(host: HostConfig, images: Images, run_dir: Path, timeline: Timeline, *,
+         keep: bool = False, console: bool = False) -> Iterator[Machine]:
+    root, conn = _open_clean(host, timeline)
 
     chosen = accel_mod.choose(host.accel)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -174,17 +184,102 @@ def boot(host: HostConfig, images: Images, run_dir: Path, timeline: Timeline, *,
             machine.notes["dom0_ready_line"] = line
         yield machine
     finally:
-        if machine is not None:
-            machine.serial.stop_echo()
-        if machine is not None and not keep:
-            with timeline.stage("tear down L0 VM"):
-                machine.destroy()
-        elif machine is None:
-            # createXML failed or we were interrupted before it returned.
-            destroy_stale(conn, root)
-            overlay.unlink(missing_ok=True)
-        close_connection(conn)
+        _teardown(machine, conn, root, overlay, timeline, keep)
 
+
+def save(machine: Machine, state: Path, disk: Path) -> tuple[str, dict]:
+    """Save the running L0 VM: its state to `state`, dom0's disk as it is at
+    that instant to `disk`.  The VM is left paused; `resume()` runs it on.
+    Returns the VM's definition (for restoring) and QEMU's figures."""
+    xml = machine.domain.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+    ram = savestate.save(machine.domain, state)
+    # QEMU flushed and released the disk when the migration completed, and
+    # the VM is paused: the overlay is consistent with the saved state now.
+    shutil.copyfile(machine.overlay, disk)
+    return xml, ram
+
+
+def resume(machine: Machine) -> None:
+    savestate.resume(machine.domain)
+
+
+def restore_xml(saved: str, overlay: Path, serial_log: Path, ssh_port: int) -> str:
+    """The saved VM's definition for one restore: its own disk overlay,
+    serial log and SSH port (host-side things the migration stream does not
+    carry), started waiting for the stream (`-incoming defer`)."""
+    ET.register_namespace("qemu", domxml.QEMU_NS)
+    dom = ET.fromstring(saved)
+    for disk in dom.iter("disk"):
+        target = disk.find("target")
+        if target is not None and target.get("dev") == "vda":
+            disk.find("source").set("file", str(overlay))
+    for tag in ("serial", "console"):
+        for dev in dom.iter(tag):
+            src = dev.find("source")
+            if src is not None and src.get("path"):
+                src.set("path", str(serial_log))
+    cmd = dom.find(f"{{{domxml.QEMU_NS}}}commandline")
+    if cmd is None:
+        raise InfraError("the snapshot's domain definition has no QEMU network arguments",
+                         hint="'xenrig snapshot prune' removes it; the next run makes a new one")
+    for arg in cmd:
+        arg.set("value", re.sub(r"hostfwd=tcp:127\.0\.0\.1:\d+-:22", f"hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                                arg.get("value", "")))
+    for value in ("-incoming", "defer"):
+        ET.SubElement(cmd, f"{{{domxml.QEMU_NS}}}arg", value=value)
+    return ET.tostring(dom, encoding="unicode")
+
+
+@contextlib.contextmanager
+def restore(host: HostConfig, images: Images, snap, run_dir: Path, timeline: Timeline, *,
+            keep: bool = False, console: bool = False) -> Iterator[Machine]:
+    """Like boot(), but the L0 VM comes back from a snapshot (harness.snapshot)
+    already running Xen, dom0 and the guest, on a disk overlay of its own."""
+    root, conn = _open_clean(host, timeline)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    overlay = run_dir / "dom0-overlay.qcow2"
+    serial_log = run_dir / "serial-l0.log"
+    port = free_port()
+    machine = None
+    try:
+        with timeline.stage("restore snapshot") as st:
+            proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", snap.disk, overlay],
+                     timeout_s=60, what="creating the dom0 disk overlay over the snapshot")
+            xml = restore_xml(snap.domain_xml, overlay, serial_log, port)
+            (run_dir / "l0-domain.xml").write_text(xml)
+            started = time.monotonic()
+            try:
+                domain = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
+            except libvirt.libvirtError as exc:
+                raise InfraError(f"libvirt could not start the L0 VM to restore {snap.path.name}: "
+                                 f"{exc.get_error_message()}", log=str(run_dir / "l0-domain.xml"),
+                                 hint="'xenrig snapshot prune' removes the snapshot; 'xenrig run --cold' boots without it") from None
+            machine = Machine(domain.name(), conn, domain, snap.meta.get("accel", "tcg"), port,
+                              images.dom0.meta["host_key"], SerialLog(serial_log), run_dir, overlay)
+            if console:
+                machine.serial.echo()
+            savestate.load(domain, snap.state, timeout_s=host.timeouts.dom0_boot_s)
+            savestate.resume(domain)
+            machine.notes["restore_s"] = round(time.monotonic() - started, 2)
+            timeline.note(f"L0 VM {machine.name} restored from {snap.path.name} in {machine.notes['restore_s']:.1f}s; "
+                          f"ssh on 127.0.0.1:{port}")
+            st.detail = snap.path.name
+        yield machine
+    finally:
+        _teardown(machine, conn, root, overlay, timeline, keep)
+
+
+def _teardown(machine: Machine | None, conn, root: Path, overlay: Path, timeline: Timeline, keep: bool) -> None:
+    if machine is not None:
+        machine.serial.stop_echo()
+    if machine is not None and not keep:
+        with timeline.stage("tear down L0 VM"):
+            machine.destroy()
+    elif machine is None:
+        # createXML failed or we were interrupted before it returned.
+        destroy_stale(conn, root)
+        overlay.unlink(missing_ok=True)
+    close_connection(conn)
 
 
 def stop_kept(state: Path) -> list[str]:

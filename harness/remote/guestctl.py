@@ -5,6 +5,10 @@ model (qemu-xen) exposes that port as a unix socket in dom0.
 
     guestctl.py --socket PATH [--timeout S] ping
     guestctl.py --socket PATH [--timeout S] run -- COMMAND...
+    guestctl.py --socket PATH [--timeout S] put SRC DEST
+
+`put` copies the file SRC of dom0 to DEST in the guest and prints the
+sha256 the guest computed of what it wrote (exit 254 if it differs).
 
 Prints the command's output and exits with its exit status; 255 when the
 guest cannot be reached (the message says why on stderr).  The agent sends
@@ -88,11 +92,31 @@ class Channel:
                 raise TimeoutError("the guest agent did not answer a ping in time")
 
 
+def put(ch, tag, src, dest):
+    with open(src, "rb") as fh:
+        data = fh.read()
+    ch.send(f"XR-PUT {tag} {len(data)} {base64.b64encode(dest.encode()).decode()}")
+    ch.sock.sendall(data)
+    while True:
+        line = ch.line()
+        if line.startswith(f"XR-PUT-OK {tag} "):
+            break
+    fields = line.split()
+    want = hashlib.sha256(data).hexdigest()
+    # XR-PUT-OK <id> <bytes> <sha256>
+    if len(fields) < 4 or fields[2] != str(len(data)) or fields[3] != want:
+        print(f"guestctl: {dest} arrived damaged in the guest (guest has {' '.join(fields[2:4])}, "
+              f"sent {len(data)} bytes {want})", file=sys.stderr)
+        return CORRUPTED
+    print(want)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--socket", required=True)
     ap.add_argument("--timeout", type=float, default=60)
-    ap.add_argument("action", choices=["ping", "run"])
+    ap.add_argument("action", choices=["ping", "run", "put"])
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     deadline = time.monotonic() + args.timeout
@@ -103,6 +127,8 @@ def main():
         if args.action == "ping":
             print("pong")
             return 0
+        if args.action == "put":
+            return put(ch, tag, *args.command[-2:])
         cmd = " ".join(args.command[1:] if args.command[:1] == ["--"] else args.command)
         budget = max(1, int(deadline - time.monotonic()) - 2)
         ch.send(f"XR-RUN {tag} {budget} {base64.b64encode(cmd.encode()).decode()}")

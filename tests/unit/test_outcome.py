@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from harness import outcome, runner, stack
+from harness import outcome, runner
 from harness.checks.result import FAIL, PASS, CheckResult
 from harness.config import HostConfig, Scenario
 from harness.errors import ConfigError, InfraError
@@ -71,7 +71,7 @@ class _Xen:
 
 @contextlib.contextmanager
 def _host_that_breaks_in_teardown(*a, **k):
-    yield _Xen()
+    yield _Xen(), None
     raise InfraError("dom0: the SSH connection broke while running 'xl destroy g'")
 
 
@@ -84,7 +84,7 @@ def test_a_fail_proven_before_the_stack_broke_stands(tmp_path, monkeypatch):
     """A check proved the subject wrong, then dom0's SSH broke in teardown."""
     monkeypatch.setattr(runner, "prepare", lambda *a, **k: (None, []))
     monkeypatch.setattr(runner.host_tools, "versions", lambda: {})
-    monkeypatch.setattr(stack, "xen_host", _host_that_breaks_in_teardown)
+    monkeypatch.setattr(runner.booted, "stack_and_guest", _host_that_breaks_in_teardown)
     monkeypatch.setattr(runner, "guest_with_modules", _guest)
     monkeypatch.setattr(runner, "collect_xen_logs", lambda xen, d: None)
     monkeypatch.setattr(runner.canary, "start_dom0", lambda xen: None)

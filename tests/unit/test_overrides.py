@@ -61,7 +61,7 @@ def test_errors_name_the_assignment_and_key(smoke, assignment, words):
 def test_xenrig_run_takes_set(monkeypatch, tmp_path, capsys):
     seen = {}
 
-    def fake_run(scenario, host, *, run_dir=None, console=False):
+    def fake_run(scenario, host, *, run_dir=None, console=False, cold=False):
         seen["scenario"] = scenario
         raise ConfigError("stop here: nothing boots in a unit test")
 
