@@ -108,7 +108,9 @@ def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.Built
         session = None
         with timeline.stage("load guest modules"):
             loaded = []
-            guest_modules.push(g, built)
+            scratch = run_dir / "guest-modules"
+            scratch.mkdir(exist_ok=True)
+            guest_modules.push(g, built, scratch)
 
             def load(module: build.BuiltModule) -> None:
                 lm = guest_modules.insmod(g, module, xen.cfg.timeouts.command_s)
@@ -133,9 +135,10 @@ def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.Built
                     if vdevs:
                         connect_s = guest_modules.wait_disks(g, vdevs, window, "load guest modules")
                         info["blkfront_connect_s"] = round(connect_s, 2)
+            params = guest_modules.read_params(g, [lm.module.name for lm in loaded])
             info["modules"] = [{**lm.module.to_dict(), "load_s": round(lm.load_s, 2),
                                 "loaded_build_id": lm.loaded_build_id,
-                                "running_params": guest_modules.read_params(g, lm.module.name)} for lm in loaded]
+                                "running_params": params.get(lm.module.name, {})} for lm in loaded]
         yield g, session
         # The guest's kernel log (the console shows only errors): evidence for
         # guest_log signatures and for a person.

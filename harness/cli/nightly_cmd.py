@@ -38,6 +38,8 @@ def register(sub) -> None:
                    help="retries of an infrastructure failure (default: the matrix's, 1)")
     r.add_argument("--history", type=Path, nargs="+", default=[], metavar="DIR",
                    help="earlier nights' output folders (or a folder of them) for the trend; unsharded runs only")
+    r.add_argument("--cold", action="store_true",
+                   help="boot every cell from nothing (xenrig run --cold) instead of restoring the stack's snapshot")
     r.add_argument("--cell-command", metavar="CMD",
                    help="the command that runs one scenario, given 'run SCENARIO --run-dir DIR --set ...' "
                         f"(default: '{Path(sys.executable).name} -m harness'); for wrappers")
@@ -69,7 +71,7 @@ def handle_run(args) -> int:
         raise UsageError("--history goes with an unsharded run, or with 'xenrig nightly merge'")
     command = shlex.split(args.cell_command) if args.cell_command else None
     runner = nightly.SubprocessCellRunner(host=args.host or matrix.spec.host, timeout_s=matrix.spec.cell_timeout_s,
-                                          command=command)
+                                          command=command, cold=args.cold)
     _progress(f"matrix {args.matrix} ({matrix.digest}): {len(matrix.cells)} cells, {len(matrix.excluded)} excluded; "
               f"shard {args.shard} runs {len(args.shard.pick(matrix.cells))}")
     summary, night = nightly.run(matrix, args.shard, out, runner, retries=args.retries, history=history,

@@ -63,23 +63,28 @@ class HvmGuest:
                             f"--timeout {int(timeout_s)} ping", timeout_s=timeout_s + 15, retry=True)
         return res.ok
 
-    def put(self, local: Path, dest: str, timeout_s: float = 120) -> str:
-        """Copy a file of the host to `dest` in the guest (via dom0); return
-        the sha256 the guest computed of what it wrote, checked against ours."""
-        staged = f"{self.paths.run_dir}/put-{local.name}"
-        self.host.ssh.put(local, staged)
+    def put(self, files: list[tuple[Path, str]], timeout_s: float = 120) -> list[str]:
+        """Copy files of the host to their paths in the guest (via dom0, in
+        one exchange with the agent); return the sha256 the guest computed
+        of each as written, already checked against what dom0 sent."""
+        pairs = []
+        for i, (local, dest) in enumerate(files):
+            staged = f"{self.paths.run_dir}/put-{i}-{local.name}"
+            self.host.ssh.put(local, staged)
+            pairs += [shlex.quote(staged), shlex.quote(dest)]
         res = self.host.run(f"python3 {AGENT_DIR}/guestctl.py --socket {shlex.quote(self.paths.agent_socket)} "
-                            f"--timeout {int(timeout_s)} put {shlex.quote(staged)} {shlex.quote(dest)}",
-                            timeout_s=timeout_s + 20)
+                            f"--timeout {int(timeout_s)} put {' '.join(pairs)} ; rc=$? ; "
+                            f"rm -f {' '.join(pairs[0::2])} ; exit $rc", timeout_s=timeout_s + 20)
+        names = ", ".join(local.name for local, _ in files)
         if res.exit_status == CORRUPTED:
-            raise CorruptionError(f"guest {self.name}: {local.name} was damaged on its way into the guest: "
+            raise CorruptionError(f"guest {self.name}: {names} damaged on the way into the guest: "
                                   f"{res.stderr.strip()[:200]}", hint="The stack corrupts memory: see docs/dom0-corruption.md")
-        if not res.ok:
-            raise InfraError(f"guest {self.name}: copying {local.name} into the guest failed: "
+        got = res.stdout.split()
+        if not res.ok or len(got) != len(files):
+            raise InfraError(f"guest {self.name}: copying {names} into the guest failed: "
                              + (res.stderr or res.stdout).strip()[-400:],
                              hint=f"The guest console is {self.paths.console_log} in dom0")
-        self.host.run(f"rm -f {shlex.quote(staged)}", timeout_s=30)
-        return res.stdout.strip()
+        return got
 
     def console(self) -> str:
         res = self.host.run(f"cat {shlex.quote(self.paths.console_log)} 2>/dev/null", timeout_s=30, retry=True,

@@ -7,13 +7,62 @@ the repository, so xenrig works behind whatever mirror a site has.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import tempfile
 from pathlib import Path
 
-from harness import proc
+from harness import paths, proc
 from harness.errors import HostSetupError
 
 APT_DIR = Path("/etc/apt")
+LISTS_DIR = Path("/var/lib/apt/lists")
+
+
+def _apt_state() -> str:
+    """What apt's answers depend on: its package lists and configuration.
+    Any 'apt-get update' or sources change changes some file's mtime here."""
+    h = hashlib.sha256()
+    for d in (LISTS_DIR, APT_DIR, APT_DIR / "sources.list.d", APT_DIR / "preferences.d"):
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            continue
+        for e in entries:
+            with_stat = e.stat(follow_symlinks=True) if e.is_file() else None
+            if with_stat:
+                h.update(f"{d}/{e.name}:{with_stat.st_size}:{with_stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _ask(cmd: list[str], what: str) -> str:
+    """apt-cache's answer, remembered while apt's state is unchanged: each
+    call loads apt's whole cache (about a second), and every run asks the
+    same questions to compute the images' keys."""
+    memo = paths.cache_dir() / "apt-answers.json"
+    state = _apt_state()
+    try:
+        saved = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    if saved.get("state") != state:
+        saved = {"state": state, "answers": {}}
+    key = "\0".join(cmd)
+    if key in saved["answers"]:
+        return saved["answers"][key]
+    out = proc.run(cmd, timeout_s=60, what=what).stdout.decode()
+    saved["answers"][key] = out
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=memo.parent, prefix=".apt-answers.")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(saved, fh)
+        os.replace(tmp, memo)
+    except OSError:
+        pass        # only a memo
+    return out
 
 
 def debian_source_lines(suite: str, apt_dir: Path = APT_DIR) -> list[str]:
@@ -88,7 +137,7 @@ def _parse_deb822(text: str) -> list[tuple[str, str, str, str]]:
 
 def candidate_versions(packages: list[str]) -> dict[str, str]:
     """The version apt would install now for each package (one apt-cache call)."""
-    out = proc.run(["apt-cache", "policy", *packages], timeout_s=60, what="asking apt for package versions").stdout.decode()
+    out = _ask(["apt-cache", "policy", *packages], "asking apt for package versions")
     versions: dict[str, str] = {}
     current = None
     for line in out.splitlines():
@@ -108,7 +157,7 @@ def candidate_versions(packages: list[str]) -> dict[str, str]:
 def resolve_kernel(metapackage: str) -> str:
     """The concrete linux-image-ABI package a metapackage such as
     linux-image-amd64 depends on now (e.g. linux-image-6.1.0-56-amd64)."""
-    out = proc.run(["apt-cache", "depends", metapackage], timeout_s=60, what=f"resolving {metapackage}").stdout.decode()
+    out = _ask(["apt-cache", "depends", metapackage], f"resolving {metapackage}")
     for line in out.splitlines():
         m = re.match(r"\s*Depends:\s*(linux-image-\S+)", line)
         if m:

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -77,10 +78,8 @@ class Store:
             data = json.loads(manifest.read_text())
         except (OSError, ValueError):
             return None
-        for rel, digest in data["files"].items():
-            f = path / rel
-            if not f.exists() or sha256_file(f) != digest:
-                return None
+        if not _verified(path, data["files"]):
+            return None
         return Artifact(name, key, path, data["files"], data.get("meta", {}), reused=True)
 
     def build(self, name: str, key: str, builder: Callable[[Path], dict]) -> Artifact:
@@ -151,6 +150,44 @@ class Store:
                 shutil.rmtree(d, ignore_errors=True)
                 removed.append(d)
         return removed
+
+
+VERIFIED = ".verified.json"
+
+
+def _stamp(f: Path) -> list[int]:
+    st = f.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def _verified(path: Path, files: dict[str, str]) -> bool:
+    """Every file matches its sha256.  A full hash costs seconds per run
+    for the 1 GiB dom0 disk, so once the files have hashed right their
+    stat stamps (size, mtime, inode, ctime) are kept beside the manifest;
+    while no stamp changed the hashes are not recomputed.  Anything that
+    writes, replaces or truncates a file changes its stamp, and a changed
+    stamp means a full hash again."""
+    stamps_file = path / VERIFIED
+    try:
+        stamps = json.loads(stamps_file.read_text())
+    except (OSError, ValueError):
+        stamps = {}
+    fresh = {}
+    for rel, digest in files.items():
+        f = path / rel
+        try:
+            stamp = _stamp(f)
+        except OSError:
+            return False
+        if stamps.get(rel) != stamp and sha256_file(f) != digest:
+            return False
+        fresh[rel] = stamp
+    if fresh != stamps:
+        with contextlib.suppress(OSError):
+            tmp = path / f".verified.{os.getpid()}"
+            tmp.write_text(json.dumps(fresh))
+            os.replace(tmp, stamps_file)
+    return True
 
 
 def _in_scratch(f: Path, root: Path) -> bool:

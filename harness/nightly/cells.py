@@ -59,8 +59,11 @@ class SubprocessCellRunner:
     its output goes to `xenrig-run.log` in the run folder."""
 
     def __init__(self, *, host: Path | None = None, timeout_s: float = 7200, grace_s: float = 180,
-                 command: list[str] | None = None):
+                 command: list[str] | None = None, cold: bool = False):
         self.host = host
+        # Each cell restores the booted stack's snapshot for its host and
+        # guest (made by the first cell that needs it) unless cold.
+        self.cold = cold
         self.timeout_s = timeout_s
         self.grace_s = grace_s
         self.command = command or [sys.executable, "-m", "harness"]
@@ -71,6 +74,8 @@ class SubprocessCellRunner:
             argv += ["--host", str(self.host.resolve())]
         for assignment in cell.sets:
             argv += ["--set", assignment]
+        if self.cold:
+            argv.append("--cold")
         return argv
 
     def __call__(self, cell: Cell, run_dir: Path, attempt: int) -> RunnerExit:

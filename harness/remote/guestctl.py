@@ -5,10 +5,11 @@ model (qemu-xen) exposes that port as a unix socket in dom0.
 
     guestctl.py --socket PATH [--timeout S] ping
     guestctl.py --socket PATH [--timeout S] run -- COMMAND...
-    guestctl.py --socket PATH [--timeout S] put SRC DEST
+    guestctl.py --socket PATH [--timeout S] put SRC DEST [SRC DEST ...]
 
-`put` copies the file SRC of dom0 to DEST in the guest and prints the
-sha256 the guest computed of what it wrote (exit 254 if it differs).
+`put` copies each file SRC of dom0 to DEST in the guest and prints, one
+line each, the sha256 the guest computed of what it wrote (exit 254 if it
+differs from what was sent).
 
 Prints the command's output and exits with its exit status; 255 when the
 guest cannot be reached (the message says why on stderr).  The agent sends
@@ -128,7 +129,15 @@ def main():
             print("pong")
             return 0
         if args.action == "put":
-            return put(ch, tag, *args.command[-2:])
+            files = args.command
+            if len(files) % 2 or not files:
+                print("guestctl: put takes SRC DEST pairs", file=sys.stderr)
+                return UNREACHABLE
+            for i in range(0, len(files), 2):
+                rc = put(ch, f"{tag}.{i // 2}", files[i], files[i + 1])
+                if rc:
+                    return rc
+            return 0
         cmd = " ".join(args.command[1:] if args.command[:1] == ["--"] else args.command)
         budget = max(1, int(deadline - time.monotonic()) - 2)
         ch.send(f"XR-RUN {tag} {budget} {base64.b64encode(cmd.encode()).decode()}")

@@ -117,6 +117,8 @@ def test_subprocess_runner_runs_xenrig_run_with_the_cells_sets(tmp_path, matrix,
     log = (run / "xenrig-run.log").read_text()
     assert log.startswith(f"# nightly cell {c.id}, attempt 1\n# ") and "--set modules.blkfront.params.feature_persistent=0" in log
     assert "attempt 1: pass" in log
+    assert "--cold" not in argv     # cells restore the stack's snapshot by default
+    assert SubprocessCellRunner(command=fake_command({}), cold=True).argv(c, tmp_path / c.id)[-1] == "--cold"
 
 
 def test_subprocess_runner_a_crash_is_retried(tmp_path, matrix, fake_command):

@@ -127,3 +127,40 @@ def test_the_key_covers_the_whole_builder_package(tmp_path):
     before = builder_parts(pkg / "dom0.py")
     (pkg / "helper.py").write_text("y = 2\n")
     assert builder_parts(pkg / "dom0.py") != before
+
+
+def test_reuse_rehashes_only_files_whose_stat_stamp_changed(tmp_path, monkeypatch):
+    from harness.images import cache
+
+    store = Store(tmp_path)
+    store.build("img", "k", lambda d: (d / "disk.raw").write_bytes(b"A" * 4096) and {})
+    hashed = []
+    real = cache.sha256_file
+    monkeypatch.setattr(cache, "sha256_file", lambda f: hashed.append(f.name) or real(f))
+    assert store.lookup("img", "k") is not None and hashed == ["disk.raw"]     # first reuse: full hash
+    assert store.lookup("img", "k") is not None and hashed == ["disk.raw"]     # stamps match: no hash
+    f = store.dir_for("img", "k") / "disk.raw"
+    f.write_bytes(b"B" * 4096)                      # same size, new content: ctime/mtime move
+    os.utime(f, ns=(0, 0))
+    assert store.lookup("img", "k") is None and hashed == ["disk.raw", "disk.raw"]
+
+
+def test_apt_answers_are_remembered_until_apt_state_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("XENRIG_CACHE", str(tmp_path / "cache"))
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "Packages").write_text("a")
+    monkeypatch.setattr(apt, "LISTS_DIR", lists)
+    monkeypatch.setattr(apt, "APT_DIR", tmp_path / "etc-apt")
+    calls = []
+
+    class _Out:
+        stdout = b"linux-image-x:\n  Candidate: 1.0\n"
+
+    monkeypatch.setattr(apt.proc, "run", lambda cmd, **kw: calls.append(cmd) or _Out())
+    assert apt.candidate_versions(["linux-image-x"]) == {"linux-image-x": "1.0"}
+    assert apt.candidate_versions(["linux-image-x"]) == {"linux-image-x": "1.0"}
+    assert len(calls) == 1
+    (lists / "Packages").write_text("after apt-get update")
+    apt.candidate_versions(["linux-image-x"])
+    assert len(calls) == 2

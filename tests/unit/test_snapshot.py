@@ -155,10 +155,10 @@ def test_clocks_after_a_restore_must_run_at_the_hosts_rate(monkeypatch, dom0_rat
     monkeypatch.setattr(booted.time, "time", clock.time)
     xen, g = _Clocked(clock, dom0_rate), _Clocked(clock, guest_rate)
     if ok:
-        rates = booted.check_clocks(xen, g)
-        assert rates == {"dom0_rate": 1.0, "guest_rate": 1.0}
-        booted.set_clocks(xen, g)
-        assert xen.commands[-1] == g.commands[-1] == "date -u -s @1800000000 >/dev/null"
+        answered = []
+        rates = booted.check_clocks(xen, g, on_guest_answer=lambda: answered.append(clock.now))
+        assert rates == {"dom0_rate": 1.0, "guest_rate": 1.0} and answered == [0.0]
+        assert xen.commands[-1] == g.commands[-1] == "cat /proc/uptime; date -u -s @1800000000 >/dev/null"
     else:
         with pytest.raises(InfraError, match="wrong rate"):
             booted.check_clocks(xen, g)
