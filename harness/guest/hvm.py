@@ -11,20 +11,25 @@ of its own, so it neither disturbs nor depends on the PV paths under test.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import re
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from harness.config import GuestConfig
 from harness.errors import CorruptionError, InfraError, StageTimeout
 from harness.guest import xlcfg
+from harness.guest.relay import Relay
 from harness.host.ssh import Result
 from harness.host.ssh import check_digest as ssh_digest
 from harness.host.xen_host import AGENT_DIR, XenHost
 from harness.stages import Timeline, wait_for
+
+log = logging.getLogger(__name__)
 
 GUEST_IMAGE_DIR = "/var/lib/xenrig/guest-image"
 UNREACHABLE = 255
@@ -38,6 +43,9 @@ class HvmGuest:
     cfg: GuestConfig
     paths: xlcfg.GuestPaths
     domid: int | None = None
+    # One long-lived relay in dom0 for this guest's commands (guest/relay.py);
+    # None until the first command, False once it could not be started.
+    _relay: Relay | None | bool = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -46,9 +54,11 @@ class HvmGuest:
     def run(self, command: str, *, timeout_s: float | None = None, check: bool = False, what: str | None = None) -> Result:
         """Run `command` with sh in the guest; its exit status and output."""
         timeout_s = timeout_s or self.host.cfg.timeouts.command_s
-        relay = (f"python3 {AGENT_DIR}/guestctl.py --socket {shlex.quote(self.paths.agent_socket)} "
-                 f"--timeout {int(timeout_s)} run -- {shlex.quote(command)}")
-        res = self.host.run(relay, timeout_s=timeout_s + 20)
+        res = self._via_relay(command, timeout_s)
+        if res is None:
+            relay = (f"python3 {AGENT_DIR}/guestctl.py --socket {shlex.quote(self.paths.agent_socket)} "
+                     f"--timeout {int(timeout_s)} run -- {shlex.quote(command)}")
+            res = self.host.run(relay, timeout_s=timeout_s + 20)
         if res.exit_status == UNREACHABLE and res.stderr.startswith("guestctl:"):
             raise InfraError(f"guest {self.name}: {res.stderr.strip()} (while running '{command[:80]}')",
                              hint=f"The guest console is {self.paths.console_log} in dom0")
@@ -58,7 +68,31 @@ class HvmGuest:
                              + res.stdout.strip()[-600:])
         return res
 
+    def _via_relay(self, command: str, timeout_s: float) -> Result | None:
+        """The command run through the relay; None when there is none (it
+        could not be started, or XENRIG_GUEST_RELAY=0): one guestctl each."""
+        if self._relay is False or os.environ.get("XENRIG_GUEST_RELAY") == "0":
+            return None
+        if self._relay is None:
+            self._relay = Relay(self.host, self.paths.agent_socket)
+        try:
+            return self._relay.run(command, timeout_s)
+        except InfraError as exc:
+            # A relay that could not start, or died before its first answer
+            # (an old or broken guestctl in dom0): fall back for good.
+            if not self._relay.answered and not isinstance(exc, StageTimeout):
+                log.warning("guest %s: no relay in dom0 (%s); one guestctl per command", self.name, exc.message)
+                self._relay = False
+                return None
+            raise
+
+    def close_relay(self) -> None:
+        if isinstance(self._relay, Relay):
+            self._relay.close()
+        self._relay = None
+
     def ping(self, timeout_s: float) -> bool:
+        self.close_relay()      # one connection at a time to the agent's port
         res = self.host.run(f"python3 {AGENT_DIR}/guestctl.py --socket {shlex.quote(self.paths.agent_socket)} "
                             f"--timeout {int(timeout_s)} ping", timeout_s=timeout_s + 15, retry=True)
         return res.ok
@@ -67,6 +101,9 @@ class HvmGuest:
         """Copy files of the host to their paths in the guest (via dom0, in
         one exchange with the agent); return the sha256 the guest computed
         of each as written, already checked against what dom0 sent."""
+        # The agent's port takes one connection at a time: the relay's must
+        # go for guestctl's own (the next command starts a new relay).
+        self.close_relay()
         pairs = []
         for i, (local, dest) in enumerate(files):
             staged = f"{self.paths.run_dir}/put-{i}-{local.name}"
@@ -198,6 +235,7 @@ def owned(guest: HvmGuest, timeline: Timeline, artifacts: Path | None, keep: boo
 
 def _finish(guest: HvmGuest, timeline: Timeline, artifacts: Path | None, keep: bool) -> None:
     """Keep the guest's console as evidence, then destroy it (unless kept)."""
+    guest.close_relay()
     if artifacts is not None:
         with contextlib.suppress(Exception):
             artifacts.mkdir(parents=True, exist_ok=True)

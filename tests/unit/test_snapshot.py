@@ -5,6 +5,7 @@ check after a restore, and guestctl's file copy into the guest."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import hashlib
 import json
 import socket
@@ -197,3 +198,86 @@ def test_guestctl_put_sends_the_file_and_checks_what_the_guest_wrote(tmp_path, d
     else:
         assert res.returncode == 0, res.stderr
         assert res.stdout.strip() == hashlib.sha256(blob).hexdigest()
+
+
+class _PipeChannel:
+    """Enough of paramiko's Channel over a local `guestctl.py serve`."""
+
+    def __init__(self, argv):
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.closed = False
+        self._timeout = None
+
+    def settimeout(self, t):
+        self._timeout = t
+
+    def sendall(self, data):
+        self.p.stdin.write(data)
+        self.p.stdin.flush()
+
+    def recv(self, n):
+        import select
+        r, _, _ = select.select([self.p.stdout], [], [], self._timeout)
+        if not r:
+            raise socket.timeout()
+        return os.read(self.p.stdout.fileno(), n)
+
+    def exit_status_ready(self):
+        return self.p.poll() is not None
+
+    def recv_stderr_ready(self):
+        return False
+
+    def close(self):
+        self.closed = True
+        self.p.kill()
+        self.p.wait()
+
+
+def _run_agent(sock: socket.socket, damage_second: bool) -> None:
+    """The guest agent's side of XR-PING / XR-RUN: the output is the command upper-cased."""
+    import base64
+    f = sock.makefile("rb")
+    n = 0
+    for raw in f:
+        line = raw.decode().split()
+        if line[0] == "XR-PING":
+            sock.sendall(f"XR-PONG {line[1]}\n".encode())
+        elif line[0] == "XR-RUN":
+            n += 1
+            out = base64.b64decode(line[3]).upper()
+            digest = hashlib.sha256(out).hexdigest()
+            if damage_second and n == 2:
+                out = out[:-1] + b"!"
+            sock.sendall(f"XR-OUT {line[1]} 3 {len(out)} {digest}\n".encode() + base64.b64encode(out) + b"\n"
+                         + f"XR-END {line[1]}\n".encode())
+
+
+def test_the_relay_runs_commands_over_one_channel_and_flags_damage(tmp_path):
+    from harness.guest.relay import Relay
+
+    path = str(tmp_path / "agent.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+    threading.Thread(target=lambda: _run_agent(server.accept()[0], True), daemon=True).start()
+    guestctl = str(Path(booted.__file__).parent / "remote" / "guestctl.py")
+    started = []
+
+    class _Ssh:
+        def stream(self, command, timeout_s):
+            started.append(command)
+            return _PipeChannel([sys.executable, guestctl, "--socket", path, "serve"])
+
+    class _Host:
+        ssh = _Ssh()
+
+    relay = Relay(_Host(), path)
+    res = relay.run("echo hi", timeout_s=20)
+    assert (res.exit_status, res.stdout_bytes) == (3, b"ECHO HI")
+    assert res.stderr == f"XR-SHA256 {hashlib.sha256(b'ECHO HI').hexdigest()}\n"
+    bad = relay.run("again", timeout_s=20)
+    assert bad.exit_status == 254 and "arrived damaged" in bad.stderr
+    assert relay.run("third", timeout_s=20).stdout == "THIRD"
+    assert len(started) == 1 and relay.answered == 3      # one relay for all three
+    relay.close()
