@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.machine._libvirt import libvirt
 
-from harness.errors import HostSetupError, InfraError
+from harness.errors import HostSetupError, InfraError, UsageError
 
 _QEMU_CONF = """\
 # Written by xenrig for its embedded libvirt QEMU driver.
@@ -53,11 +53,26 @@ def _quiet_errors(_ctx, _err) -> None:
     return None
 
 
+# libvirt puts QEMU's monitor sockets under the root, e.g.
+# <root>/lib/qemu/domain-1-xenrig-local/monitor.sock, and a unix socket's
+# path must be under 108 bytes.
+MAX_ROOT_LEN = 60
+
+
+def _check_root_length(root: Path) -> None:
+    if len(str(root)) > MAX_ROOT_LEN:
+        raise UsageError(f"the state directory's libvirt root {root} is {len(str(root))} characters long; "
+                         f"libvirt's QEMU sockets under it would pass the 108-byte limit of a unix socket path",
+                         hint=f"Point XENRIG_STATE (or XENRIG_EMBED_ROOT) at a folder whose path is at most "
+                              f"{MAX_ROOT_LEN - len('/libvirt')} characters, e.g. under /tmp or /var/tmp")
+
+
 def open_connection(uri: str, embed_root: Path) -> libvirt.virConnect:
     with _lock:
         _start_event_loop()
         libvirt.registerErrorHandler(_quiet_errors, None)
         if uri.startswith("qemu:///embed"):
+            _check_root_length(embed_root)
             (embed_root / "etc").mkdir(parents=True, exist_ok=True)
             conf = embed_root / "etc" / "qemu.conf"
             if not conf.exists() or conf.read_text() != _QEMU_CONF:

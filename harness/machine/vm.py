@@ -10,6 +10,7 @@ killed earlier run may have left behind.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -31,6 +32,8 @@ from harness.machine._libvirt import libvirt
 from harness.machine.libvirt_conn import close_connection, open_connection
 from harness.machine.serial import SerialLog
 from harness.stages import Timeline
+
+log = logging.getLogger(__name__)
 
 DOMAIN_PREFIX = "xenrig-"
 DOM0_READY = "XENRIG-DOM0-READY"
@@ -261,6 +264,7 @@ def restore(host: HostConfig, images: Images, snap, run_dir: Path, timeline: Tim
             savestate.load(domain, snap.state, timeout_s=host.timeouts.dom0_boot_s)
             savestate.resume(domain)
             machine.notes["restore_s"] = round(time.monotonic() - started, 2)
+            log.info("L0 VM %s restored from %s in %.1fs", machine.name, snap.path.name, machine.notes["restore_s"])
             timeline.note(f"L0 VM {machine.name} restored from {snap.path.name} in {machine.notes['restore_s']:.1f}s; "
                           f"ssh on 127.0.0.1:{port}")
             st.detail = snap.path.name

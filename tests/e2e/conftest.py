@@ -29,6 +29,21 @@ def wait_for_file_text(path: Path, text: str, timeout_s: float) -> bool:
     return False
 
 
+def wait_for_stack(run_dir: Path, timeout_s: float) -> bool:
+    """True once the run's L0 VM is up: booted (dom0's ready line on the
+    serial console) or restored from a snapshot (its stage finished)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        serial = run_dir / "serial-l0.log"
+        log = run_dir / "xenrig.log"
+        if serial.exists() and "XENRIG-DOM0-READY" in serial.read_text(errors="replace"):
+            return True
+        if log.exists() and "restored from stack-" in log.read_text(errors="replace") and qemu_processes():
+            return True
+        time.sleep(0.5)
+    return False
+
+
 @pytest.fixture
 def no_stack_left():
     """Every e2e test must leave no QEMU behind; say so if one does."""

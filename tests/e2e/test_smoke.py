@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .conftest import REPO, qemu_processes, wait_for_file_text, xenrig
+from .conftest import REPO, qemu_processes, wait_for_stack, xenrig
 
 SMOKE_CHECKS = {
     "xen.hvm-enabled", "guest.platform-pci", "guest.platform-pci-driver", "guest.grant-table-v1",
@@ -31,7 +31,7 @@ def test_killed_run_then_smoke_passes(tmp_path, no_stack_left):
     killed_dir = tmp_path / "killed"
     p = xenrig("run", REPO / "configs" / "smoke.yaml", "--run-dir", killed_dir)
     try:
-        assert wait_for_file_text(killed_dir / "serial-l0.log", "XENRIG-DOM0-READY", 900), "dom0 never came up"
+        assert wait_for_stack(killed_dir, 900), "the stack never came up"
     finally:
         p.send_signal(signal.SIGKILL)
         p.communicate(timeout=60)
@@ -48,7 +48,9 @@ def test_killed_run_then_smoke_passes(tmp_path, no_stack_left):
     assert "SVM" in by_id["xen.hvm-enabled"]["message"] or "VMX" in by_id["xen.hvm-enabled"]["message"]
     assert "qdisk" in by_id["guest.blkfront-bound[xvdb]"]["message"]
     stages = {s["name"] for s in report["stages"]}
-    assert {"images", "boot xen + dom0", "start HVM guest", "checks", "tear down L0 VM"} <= stages
+    assert {"images", "checks", "tear down L0 VM"} <= stages
+    # Booted (and saved), or restored from the snapshot an earlier run saved.
+    assert {"boot xen + dom0", "start HVM guest"} <= stages or {"restore snapshot", "wake restored stack"} <= stages
     for artifact in ("junit.xml", "serial-l0.log", "xl-dmesg.txt", "xenrig-guest-console.log", "summary.txt"):
         assert (tmp_path / "run" / artifact).exists(), artifact
     assert "HVM: SVM enabled" in (tmp_path / "run" / "xl-dmesg.txt").read_text() or \
@@ -56,7 +58,7 @@ def test_killed_run_then_smoke_passes(tmp_path, no_stack_left):
     assert out.strip().splitlines()[-1].startswith("xenrig: PASS smoke: 10 passed, 0 failed, 0 errors")
     # The stack did not damage memory or break the SSH stream (docs/dom0-corruption.md).
     assert report["info"]["transport"]["reconnects"] == 0, report["info"]["transport"]
-    assert by_id["stack.dom0-canary"]["extra"]["canary"]["checks"] > 10
+    assert by_id["stack.dom0-canary"]["extra"]["canary"]["checks"] >= 3
     assert "qemu-system-x86" in report["info"]["host_tools"]
     assert not qemu_processes()
 
@@ -66,8 +68,8 @@ def test_ctrl_c_stops_everything(tmp_path, no_stack_left):
     run_dir = tmp_path / "int"
     p = xenrig("run", REPO / "configs" / "smoke.yaml", "--run-dir", run_dir)
     try:
-        assert wait_for_file_text(run_dir / "serial-l0.log", "XENRIG-DOM0-READY", 900), "dom0 never came up"
-        time.sleep(3)  # inside 'connect to dom0' / 'start HVM guest'
+        assert wait_for_stack(run_dir, 900), "the stack never came up"
+        time.sleep(3)  # inside 'connect to dom0' / 'start HVM guest' or just after a restore
     finally:
         p.send_signal(signal.SIGINT)
         out, _ = p.communicate(timeout=180)

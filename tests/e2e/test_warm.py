@@ -5,6 +5,8 @@ two jobs on one machine) restore the same snapshot at the same time."""
 import json
 import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -65,7 +67,9 @@ def test_two_jobs_with_their_own_state_restore_one_snapshot_at_once(tmp_path, no
     made = xenrig("snapshot", "make", smoke)
     out, _ = made.communicate(timeout=1800)
     assert made.returncode == 0, out
-    other = tmp_path / "state-b"
+    # A short path: libvirt's QEMU sockets live under the state directory
+    # and a unix socket path must stay under 108 bytes.
+    other = Path(tempfile.mkdtemp(prefix="xr-b-", dir="/tmp"))
     shutil.copytree(paths.state_dir() / "ssh", other / "ssh")
     env_b = dict(os.environ, XENRIG_STATE=str(other))
     a = xenrig("run", smoke, "--run-dir", tmp_path / "a")
@@ -84,3 +88,4 @@ def test_two_jobs_with_their_own_state_restore_one_snapshot_at_once(tmp_path, no
     # The second job's libvirt root is its own: the cleanup of one never
     # touches the other's QEMU.
     assert (other / "libvirt").is_dir()
+    shutil.rmtree(other, ignore_errors=True)

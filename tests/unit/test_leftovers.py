@@ -1,3 +1,4 @@
+import pytest
 """The leftover sweep kills only QEMUs of this libvirt root and this user:
 another job's stack on the same machine is not ours to touch."""
 
@@ -24,3 +25,12 @@ def test_only_our_roots_qemus_are_leftovers(tmp_path):
     (tmp_path / "proc" / "self").mkdir()
     assert vm._qemu_processes_of(ours, proc=tmp_path / "proc", uid=os.getuid()) == [101]
     assert vm._qemu_processes_of(ours, proc=tmp_path / "proc", uid=os.getuid() + 1) == []
+
+
+def test_a_libvirt_root_too_long_for_unix_sockets_is_a_clear_usage_error(tmp_path):
+    from harness.errors import UsageError
+    from harness.machine import libvirt_conn
+
+    with pytest.raises(UsageError, match="108-byte limit") as info:
+        libvirt_conn.open_connection("qemu:///embed", tmp_path / ("x" * 80) / "libvirt")
+    assert "XENRIG_STATE" in info.value.hint
