@@ -11,6 +11,7 @@ from pathlib import Path
 from harness import outcome
 from harness.checks.result import CheckResult
 from harness.report import html, junit
+from harness.report.start import start_line
 from harness.stages import StageRecord
 
 
@@ -49,6 +50,9 @@ def summary_text(report: RunReport) -> str:
     lines = [f"{report.outcome} {report.scenario} ({report.duration_s:.1f}s)"]
     for c in report.checks:
         lines.append(f"  {c.outcome:5} {c.id}: {c.message}")
+    start = start_line(report.info.get("snapshot") or {})
+    if start:
+        lines.append(f"  start: {start}")
     lines.append("  stages: " + ", ".join(f"{s.name} {s.duration_s:.1f}s" for s in report.stages))
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from harness.report import plots
+from harness.report.start import start_line
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:72em;color:#1d1d1f;padding:0 1em}
@@ -50,6 +51,9 @@ def render(report: dict, run_dir: Path) -> str:
     parts.append(f"<p class='muted'>{_e(report['started_at'])} &middot; {report['duration_s']:.1f}s &middot; "
                  f"host {_e(host.get('kind', '?'))} ({_e(host.get('accel', host.get('address', '')))}) &middot; "
                  + " &middot; ".join(f"{n} {o}" for o, n in counts.items() if n) + "</p>")
+    start = start_line(info.get("snapshot") or {})
+    if start:
+        parts.append(f"<p class='muted'>stack: {_e(start)}</p>")
     if report.get("error"):
         parts.append(f"<p><b>Infrastructure error ({_e(report['error']['kind'])}):</b> {_e(report['error']['message'])}</p>")
 

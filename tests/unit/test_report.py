@@ -43,3 +43,14 @@ def test_junit_parses_whatever_bytes_the_guest_printed(tmp_path):
     root = ET.parse(path).getroot()                       # GitLab and Jenkins read it too
     failure = root.find("testsuite/testcase/failure")
     assert "\\x1b" in failure.get("message") and "<x>&amp;" in failure.text
+
+
+def test_the_summary_and_html_say_how_the_stack_came_up():
+    from harness.report.start import start_line
+
+    assert start_line({"restored": True, "name": "stack-ab", "restore_s": 0.7, "restore_to_guest_cmd_s": 8.0}) == \
+        "restored stack-ab in 0.7s (first guest command 8.0s after the restore began)"
+    assert "saved as stack-cd (306 MiB)" in start_line({"restored": False, "made": True, "name": "stack-cd",
+                                                         "size_bytes": 306 * 2**20})
+    assert start_line({"restored": False, "mode": "cold"}).startswith("booted cold")
+    assert start_line({"restored": False, "mode": "remote"}) == ""
