@@ -53,16 +53,27 @@ def stack_and_guest(host_cfg: HostConfig, guest_cfg: GuestConfig, timeline: Time
     with contextlib.ExitStack() as es:
         xen = es.enter_context(stack.xen_host(host_cfg, timeline, run_dir, built=built, keep=keep, console=console,
                                               info=info, replace_kept=replace_kept, restore=snap))
-        if snap is not None:
-            g = es.enter_context(hvm.owned(hvm.attach(xen, snap.meta.get("guest", GUEST_NAME), guest_cfg),
-                                           timeline, run_dir, keep))
-            _wake(xen, g, snap, timeline, info["snapshot"])
-        else:
-            g = es.enter_context(hvm.owned(hvm.create(xen, guest_cfg, timeline, name=GUEST_NAME, artifacts=run_dir),
-                                           timeline, run_dir, keep))
-            if key is not None:
-                _save(xen, g, built, key, timeline, info["snapshot"])
+        try:
+            if snap is not None:
+                g = es.enter_context(hvm.owned(hvm.attach(xen, snap.meta.get("guest", GUEST_NAME), guest_cfg),
+                                               timeline, run_dir, keep))
+                _wake(xen, g, snap, timeline, info["snapshot"])
+            else:
+                g = es.enter_context(hvm.owned(hvm.create(xen, guest_cfg, timeline, name=GUEST_NAME,
+                                                          artifacts=run_dir), timeline, run_dir, keep))
+                if key is not None:
+                    _save(xen, g, built, key, timeline, info["snapshot"])
+        except BaseException:
+            _keep_xen_log(xen, run_dir)
+            raise
         yield xen, g
+
+
+def _keep_xen_log(xen: XenHost, run_dir: Path) -> None:
+    """The guest never reached the shared point: Xen's log is the evidence
+    of why (the caller's own collection comes only after that point)."""
+    with contextlib.suppress(Exception):
+        (run_dir / "xl-dmesg.txt").write_text(xen.dmesg())
 
 
 def _wake(xen: XenHost, g: hvm.HvmGuest, snap: snapshot.Snapshot, timeline: Timeline, out: dict) -> None:
