@@ -63,7 +63,7 @@ def stack_and_guest(host_cfg: HostConfig, guest_cfg: GuestConfig, timeline: Time
                                                           artifacts=run_dir), timeline, run_dir, keep))
                 if key is not None:
                     _save(xen, g, built, key, timeline, info["snapshot"])
-        except BaseException:
+        except Exception:     # not on Ctrl-C or SIGTERM: stopping fast comes first
             _keep_xen_log(xen, run_dir)
             raise
         yield xen, g
