@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import hashlib
-import json
 import socket
 import subprocess
 import sys
