@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from harness import outcome as outcome_mod
-from harness import booted, build, canary, config, guest, images, logfile, paths, report
+from harness import aftermath, booted, build, canary, config, guest, images, logfile, paths, report
 from harness.checks import smoke
 from harness.capture.live import CaptureSession
 from harness.check import stepwise
@@ -95,16 +95,20 @@ def prepare(scenario: Scenario, timeline: Timeline, run_dir: Path,
 @contextlib.contextmanager
 def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.BuiltModule], timeline: Timeline,
                        run_dir: Path, info: dict, keep: bool = False, capture: bool = False,
-                       booted: guest.HvmGuest | None = None) -> Iterator[tuple[guest.HvmGuest, CaptureSession | None]]:
+                       booted: guest.HvmGuest | None = None,
+                       live: dict | None = None) -> Iterator[tuple[guest.HvmGuest, CaptureSession | None]]:
     """The HVM guest with the built modules copied in and loaded; with
     `capture`, the tracer is armed before blkfront loads, so the ring's
     set-up and its first requests are in the trace.  `booted`: a guest at
     the shared point already (harness.booted, which also destroys it);
-    without it one is started here."""
+    without it one is started here.  `live` gets the guest and the capture
+    session as soon as they exist, for judging a run that breaks later."""
+    live = {} if live is None else live
     by_role = {m.role: m for m in built}
     with (contextlib.nullcontext(booted) if booted is not None
           else guest.start(xen, scenario.guest, timeline, artifacts=run_dir, keep=keep)) as g:
         info["guest"] = {"name": g.name, "domid": g.domid}
+        live["guest_name"] = g.name
         session = None
         with timeline.stage("load guest modules"):
             loaded = []
@@ -118,9 +122,10 @@ def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.Built
                 loaded.append(lm)
 
             if "exerciser" in by_role:
+                aftermath.mark_subject(xen, g, info, by_role["exerciser"].name)
                 load(by_role["exerciser"])
             if capture or scenario.steps:
-                session = CaptureSession(xen, g, scenario, run_dir)
+                session = live["session"] = CaptureSession(xen, g, scenario, run_dir)
             if capture and "tracer" in by_role:
                 lm = session.arm(by_role["tracer"], by_role.get("blkfront"))
                 timeline.note(f"tracer armed: {by_role['tracer'].insmod_args()}")
@@ -128,6 +133,7 @@ def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.Built
             if "blkfront" in by_role:
                 vdevs = [d.vdev for d in scenario.guest.disks]
                 window = scenario.hang_after_s or xen.cfg.timeouts.command_s
+                aftermath.mark_subject(xen, g, info, by_role["blkfront"].name)
                 with hang_watch(xen, g, vdevs, "loading blkfront and connecting its devices"):
                     lm = guest_modules.insmod(g, by_role["blkfront"], window)
                     timeline.note(f"loaded {lm.module.name} ({lm.load_s:.1f}s), build id {lm.loaded_build_id[:12]} matches")
@@ -201,6 +207,18 @@ def judge_capture(session: CaptureSession, steps: StepRunner | None, timeline: T
     return results
 
 
+def _judge_broken(live: dict, info: dict, why: str) -> list[CheckResult]:
+    """The run broke before judge_capture ran: judge what was captured."""
+    if live.get("judged") and "trace" in info:
+        return []
+    if "session" not in live and "steps" not in live:
+        return []
+    try:
+        return aftermath.judge_partial(live.get("session"), live.get("steps"), info, why)
+    except Exception as exc:  # noqa: BLE001 - judging the remains must not hide the error that broke the run
+        return [CheckResult("trace.model", ERROR, f"the partial trace could not be judged: {type(exc).__name__}: {exc}")]
+
+
 def keep_stack(xen: XenHost, host_cfg: HostConfig, run_dir: Path, guest_name: str | None) -> None:
     """Record a stack left running (xenrig up, repro --keep) for shell/down."""
     from harness import sshkeys
@@ -232,16 +250,19 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
     info: dict = {"run_dir": str(run_dir)}
     error: XenrigError | None = None
     interrupted = False
+    live: dict = {}       # the stack, guest, capture and steps, while they exist
     try:
         built_images, built_modules = prepare(scenario, timeline, run_dir, remote=host_cfg.kind == "remote")
         info["modules"] = [m.to_dict() for m in built_modules]
         info["host_tools"] = host_tools.versions()
         with booted.stack_and_guest(host_cfg, scenario.guest, timeline, run_dir, built=built_images, info=info,
                                     cold=cold, console=console, keep=keep, replace_kept=keep) as (xen, at_point):
+            live["xen"] = xen
             canary.start_dom0(xen)
             try:
                 with guest_with_modules(xen, scenario, built_modules, timeline, run_dir, info,
-                                        capture=scenario.capture, keep=keep, booted=at_point) as (g, session):
+                                        capture=scenario.capture, keep=keep, booted=at_point,
+                                        live=live) as (g, session):
                     guest_canary = canary.start_guest(g)
                     if keep:
                         keep_stack(xen, host_cfg, run_dir, g.name)
@@ -252,10 +273,11 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                         steps = None
                         if scenario.steps:
                             vdevs = [d.vdev for d in scenario.guest.disks]
-                            steps = StepRunner(session, watch=lambda what: hang_watch(xen, g, vdevs, what))
+                            steps = live["steps"] = StepRunner(session, watch=lambda what: hang_watch(xen, g, vdevs, what))
                             with timeline.stage("steps"):
                                 steps.run(scenario.steps, on_record=lambda r: timeline.note(
                                     f"{r.label}: {'ERROR ' + r.error if r.error else _brief(r.result)}"))
+                        live["judged"] = True     # from here on, judge_capture speaks for the trace
                         for r in judge_capture(session, steps, timeline, info):
                             note(r)
                             results.append(r)
@@ -273,23 +295,38 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                 collect_xen_logs(xen, run_dir)
     except HangDetected as exc:
         results.append(CheckResult("hang", FAIL, exc.message, exc.evidence))
+        results += _judge_broken(live, info, "a hang was proven")
     except XenrigError as exc:
         error = exc
+        results += _judge_broken(live, info, f"the run errored: {exc.message.splitlines()[0][:200]}")
     except KeyboardInterrupt:
         interrupted = True
         error = XenrigError("interrupted by the user (Ctrl-C); everything started was stopped")
     except Exception as exc:   # noqa: BLE001 - a harness bug must not leave the checks that passed as a PASS
         error = _internal(exc, run_dir)
     finally:
+        if "xen" in live and not interrupted:
+            for r in aftermath.crash_checks(live["xen"], run_dir, info, live.get("guest_name")):
+                timeline.note(f"{r.outcome} {r.id}: {r.message}")
+                results.append(r)
         if error is not None:
             # The innermost stage that failed is where the trouble began.
             failed = [r.name for r in timeline.records if r.outcome == "failed"]
             where = f"in stage '{failed[-1]}': " if failed else ""
             results.append(CheckResult("harness", ERROR, where + error.paragraph(), extra={"kind": error.kind}))
         verdict = overall(results)
+        if verdict != PASS and "xen" in live:
+            info["last_console"] = aftermath.last_console(live["xen"], run_dir, live.get("guest_name"),
+                                                          live.get("session"))
+        error_info = None
+        if error is not None:
+            error_info = {"kind": error.kind, "message": error.paragraph()}
+            if "subject" in info and not interrupted:
+                # A dom0 or transport failure after the driver under test was
+                # loaded may be the driver's doing: product-suspect.
+                error_info["after_subject"] = info["subject"]["module"]
         rep = report.RunReport(scenario.name, verdict, run_dir, timeline.wall_start, timeline.elapsed(),
-                               timeline.records, results, info=info,
-                               error={"kind": error.kind, "message": error.paragraph()} if error else None)
+                               timeline.records, results, info=info, error=error_info)
         try:
             report.write(rep)
         except Exception as exc:  # noqa: BLE001 - the report writer failing is ours, and must say so

@@ -110,6 +110,9 @@ class StepRunner:
             try:
                 with self.watch(rec.label):
                     self._run_one(step, rec)
+                    # The step's events leave the guest now: if the guest, dom0
+                    # or the transport dies later, they are still judged.
+                    self.capture.checkpoint()
             except HangDetected as exc:
                 # A verdict, found once: the steps after it are not run (each
                 # would only wait out its own timeout on the stuck device),

@@ -16,7 +16,7 @@ from harness.capture import dom0_agent, exerciser_log, xen_dump
 from harness.capture.session import TraceAssembly
 from harness.checks import parsers
 from harness.config import Scenario
-from harness.errors import InfraError
+from harness.errors import InfraError, XenrigError
 from harness.guest import HvmGuest
 from harness.guest import modules as guest_modules
 from harness.host import XenHost
@@ -55,6 +55,7 @@ class CaptureSession:
         self.guest_lines = 0
         self.exerciser_events: dict[int, int] = {}   # exerciser log seq -> trace seq
         self.failure: str | None = None   # set once the capture lost data: never judged after that
+        self.console_tail = ""            # the guest console's last lines at the last checkpoint
 
     # -- arming --------------------------------------------------------------
     def tracer_params(self, blkfront: BuiltModule | None) -> dict[str, str]:
@@ -162,6 +163,17 @@ class CaptureSession:
             if "_exseq" in ev:
                 self.exerciser_events.setdefault(ev["_exseq"], ev["seq"])
         return len(batch)
+
+    def checkpoint(self) -> None:
+        """After each step: what the guest recorded leaves it now (it is
+        judged even if the guest, dom0 or the transport dies later), and the
+        last lines of the guest's console are kept while dom0 still answers."""
+        self.drain()
+        try:
+            res = self.xen.run(f"tail -n 30 {shlex.quote(self.guest.paths.console_log)}", timeout_s=30)
+        except XenrigError:
+            return
+        self.console_tail = res.stdout
 
     def exerciser(self, line: str, timeout_s: float = 120) -> dict:
         """One exerciser command (docs/exerciser.md); its result line."""

@@ -8,7 +8,9 @@ Product, never retried away; the first rule that matches gives the reason:
   2. the guest kernel reports a crash, a WARN, a BUG, a hung task or an RCU
      stall (its console, and its dmesg when the run got that far);
   3. after the guest was created, Xen crashes, asserts, WARNs or crashes a
-     domain, or dom0's kernel (blkback) oopses: a guest-triggered path.
+     domain, or dom0's kernel (blkback) oopses: a guest-triggered path;
+  4. product-suspect: the run errored (dom0, the transport, a timeout) after
+     the driver under test was loaded: the driver may be what broke it.
 Configuration, never retried (it would fail the same way): a usage,
 configuration, patch or compile error (exit 4).
 Infrastructure, retried: every other ERROR, named by the error's kind and
@@ -24,18 +26,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.checks.crash import KERNEL_TROUBLE, XEN_TROUBLE
 from harness.outcome import USAGE_KINDS
 
 PRODUCT, INFRASTRUCTURE, CONFIGURATION = "product", "infrastructure", "configuration"
 
-# Kernel messages that mean the kernel itself found something wrong.
-KERNEL_TROUBLE = re.compile(
-    r"Kernel panic - not syncing.*|kernel BUG at .*|\bBUG: .*|\bOops: .*|WARNING: CPU: \d+ PID: \d+ at .*"
-    r"|general protection fault.*|INFO: task \S+ blocked for more than \d+ seconds.*"
-    r"|rcu: INFO: \S+ (?:self-)?detected stalls?.*")
-XEN_TROUBLE = re.compile(
-    r"Panic on CPU \d+.*|FATAL TRAP.*|Xen BUG at .*|Assertion '.*' failed at .*|Xen WARN at .*"
-    r"|domain_crash called from .*")
 # The first line of Xen's console that concerns a guest domain (d1 and up):
 # what comes after it may have been triggered by the guest.
 GUEST_CREATED = re.compile(r"\(XEN\).*\bd[1-9]\d*(?:v\d+)?\b|^\(d[1-9]\d*\)", re.M)
@@ -176,6 +171,9 @@ def classify(run_dir: Path, *, note: str = "") -> Classification:
         # A configuration, patch or compile error happens again on a retry.
         return Classification(CONFIGURATION, f"{kind}: {message}", [f"{c['id']}: {_first_line(c.get('message', ''))}"
                                                                    for c in errors[:8]])
+    if error.get("after_subject") and kind not in ("internal", "corruption"):
+        return Classification(PRODUCT, f"product-suspect: after {error['after_subject']} was loaded: {message}",
+                              [f"{c['id']}: {_first_line(c.get('message', ''))}" for c in errors[:8]] or [message])
     trouble = STAGE_TROUBLE.get(stage, stage) if stage else None
     if kind == "infrastructure":
         where = trouble or kind

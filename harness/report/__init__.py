@@ -53,6 +53,9 @@ def summary_text(report: RunReport) -> str:
     start = start_line(report.info.get("snapshot") or {})
     if start:
         lines.append(f"  start: {start}")
+    for source, text in (report.info.get("last_console") or {}).items():
+        lines.append(f"  last lines of the {source} console:")
+        lines += [f"    {line}" for line in text.splitlines()[-8:]]
     lines.append("  stages: " + ", ".join(f"{s.name} {s.duration_s:.1f}s" for s in report.stages))
     return "\n".join(lines) + "\n"
 

@@ -55,7 +55,12 @@ def render(report: dict, run_dir: Path) -> str:
     if start:
         parts.append(f"<p class='muted'>stack: {_e(start)}</p>")
     if report.get("error"):
-        parts.append(f"<p><b>Infrastructure error ({_e(report['error']['kind'])}):</b> {_e(report['error']['message'])}</p>")
+        err = report["error"]
+        what = (f"Error after {_e(err['after_subject'])} was loaded (product-suspect, {_e(err['kind'])})"
+                if err.get("after_subject") else f"Infrastructure error ({_e(err['kind'])})")
+        parts.append(f"<p><b>{what}:</b> {_e(err['message'])}</p>")
+    for source, text in (info.get("last_console") or {}).items():
+        parts.append(f"<details open><summary>last console lines: {_e(source)}</summary><pre>{_e(text)}</pre></details>")
 
     # Checks
     rows = []

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from harness import outcome, runner
-from harness.checks.result import FAIL, PASS, CheckResult
+from harness.checks.result import ERROR, FAIL, PASS, CheckResult
 from harness.config import HostConfig, Scenario
-from harness.errors import ConfigError, InfraError
+from harness.errors import ConfigError, InfraError, TransportError
 
 
 @pytest.mark.parametrize("outcomes,corrupted,want", [
@@ -80,18 +80,25 @@ def _guest(*a, **k):
     yield None, None
 
 
-def test_a_fail_proven_before_the_stack_broke_stands(tmp_path, monkeypatch):
-    """A check proved the subject wrong, then dom0's SSH broke in teardown."""
+def _fake_stack(monkeypatch, host, guest, dom0_canary: str, smoke: list) -> None:
+    """run_scenario over a fake stack: `host` and `guest` stand in for
+    booted.stack_and_guest and guest_with_modules."""
     monkeypatch.setattr(runner, "prepare", lambda *a, **k: (None, []))
     monkeypatch.setattr(runner.host_tools, "versions", lambda: {})
-    monkeypatch.setattr(runner.booted, "stack_and_guest", _host_that_breaks_in_teardown)
-    monkeypatch.setattr(runner, "guest_with_modules", _guest)
+    monkeypatch.setattr(runner.booted, "stack_and_guest", host)
+    monkeypatch.setattr(runner, "guest_with_modules", guest)
     monkeypatch.setattr(runner, "collect_xen_logs", lambda xen, d: None)
     monkeypatch.setattr(runner.canary, "start_dom0", lambda xen: None)
     monkeypatch.setattr(runner.canary, "start_guest", lambda g: "x")
     monkeypatch.setattr(runner.canary, "check_guest", lambda g, w: CheckResult("stack.guest-canary", PASS, ""))
-    monkeypatch.setattr(runner.canary, "stop_dom0", lambda xen: CheckResult("stack.dom0-canary", PASS, ""))
-    monkeypatch.setattr(runner.smoke, "run", lambda *a, **k: [CheckResult("guest.io-roundtrip[xvda]", FAIL, "differs")])
+    monkeypatch.setattr(runner.canary, "stop_dom0", lambda xen: CheckResult("stack.dom0-canary", dom0_canary, ""))
+    monkeypatch.setattr(runner.smoke, "run", lambda *a, **k: smoke)
+
+
+def test_a_fail_proven_before_the_stack_broke_stands(tmp_path, monkeypatch):
+    """A check proved the subject wrong, then dom0's SSH broke in teardown."""
+    _fake_stack(monkeypatch, _host_that_breaks_in_teardown, _guest, dom0_canary=PASS,
+                smoke=[CheckResult("guest.io-roundtrip[xvda]", FAIL, "differs")])
     result = runner.run_scenario(Scenario(name="t"), HostConfig(), run_dir=tmp_path)
     assert result.outcome == "FAIL" and result.exit_code == 1
     rep = json.loads((tmp_path / "report.json").read_text())
@@ -125,3 +132,32 @@ def test_sigterm_exits_143_and_a_second_signal_does_not_cut_teardown(monkeypatch
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     assert torn_down == [True]
     assert "deferred" in capsys.readouterr().err
+
+
+def test_a_divergence_captured_before_dom0_died_is_judged_and_stands(tmp_path, monkeypatch):
+    """dom0's transport dies mid-run after blkfront loaded: the trace captured
+    up to then is still replayed, and its divergence is the verdict."""
+    from test_aftermath import _events, _Session   # tests/unit is on sys.path (no __init__.py)
+
+    @contextlib.contextmanager
+    def guest_that_loses_dom0(xen, scenario, built, timeline, run_dir, info, live=None, **k):
+        info["subject"] = {"module": "xen_blkfront", "serial_offset": None, "guest_dmesg_line": None,
+                           "guest_console_offset": None}
+        live["session"] = _Session(run_dir, _events("gnt.regrant-active.fail.jsonl"))
+        live["guest_name"] = "xenrig-guest"
+        yield None, None
+        raise TransportError("dom0: the SSH connection failed while running 'cat /sys/kernel/debug/x'")
+
+    @contextlib.contextmanager
+    def host(*a, **k):
+        yield _Xen(), None
+
+    _fake_stack(monkeypatch, host, guest_that_loses_dom0, dom0_canary=ERROR, smoke=[])
+    result = runner.run_scenario(Scenario(name="t"), HostConfig(), run_dir=tmp_path)
+    assert result.outcome == "FAIL" and result.exit_code == 1
+    rep = json.loads((tmp_path / "report.json").read_text())
+    model = next(c for c in rep["checks"] if c["id"] == "trace.model")
+    assert model["outcome"] == "FAIL" and "before the run broke" in model["message"]
+    assert rep["headline"].startswith("FAIL; then the run errored:")
+    assert rep["error"]["after_subject"] == "xen_blkfront"
+    assert rep["info"]["trace"]["complete"] is False

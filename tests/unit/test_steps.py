@@ -25,6 +25,10 @@ class _Capture:
 
     def __init__(self, fail_on: str):
         self.guest = _Guest(fail_on)
+        self.checkpoints = 0
+
+    def checkpoint(self):
+        self.checkpoints += 1
 
 
 def test_names_come_from_the_steps_and_an_error_skips_the_rest():
@@ -37,6 +41,8 @@ def test_names_come_from_the_steps_and_an_error_skips_the_rest():
         ("step write", PASS), ("step shell sync", PASS), ("step write (2)", ERROR),
         ("step after", SKIP), ("step shell echo last", SKIP)]
     assert "not run: 'step write (2)' errored" in results[3].message
+    # The capture was fetched after each step that completed, none after the error.
+    assert runner.capture.checkpoints == 2
 
 
 def test_a_hang_is_found_once_and_the_steps_after_it_are_skipped():
