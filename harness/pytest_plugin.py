@@ -18,7 +18,10 @@ Fixtures (module scope: one stack per test module, torn down after it):
         ref = trace.guest("handoff t 0 ro")["ref"]
         assert trace.dom0({"op": "map", "ref": ref, "flags": 1})["status"] == -1
 
-The shipped scenarios run on the same library calls (harness.runner).
+The shipped scenarios run on the same library calls (harness.runner), and
+are pytest items themselves: `pytest configs/scenarios/` collects each
+scenario file named (or lying directly in a folder named) on the command
+line, one item per check its run reports (harness.pytest_scenarios).
 """
 
 from __future__ import annotations
@@ -85,6 +88,30 @@ class XenrigTrace:
         return checker.expected_status(op, 0, **inputs)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: boots the real stack (Xen in QEMU); minutes, needs the host packages")
+    config.addinivalue_line("markers", "xenrig_scenario(name): an item of the scenario file `name` "
+                                       "(one run of the scenario per file)")
+
+
+def pytest_collect_file(file_path, parent):
+    if file_path.suffix not in (".yaml", ".yml"):
+        return None
+    from harness import pytest_scenarios
+
+    return pytest_scenarios.collect_file(file_path, parent)
+
+
+def embed_root_for_pytest() -> Path:
+    """The libvirt root the stacks this process boots use: XENRIG_PYTEST_EMBED_ROOT,
+    or one beside the CLI's.  A pytest run started by a test that booted a
+    stack itself needs a root of its own: the parent keeps its root locked."""
+    from harness import paths
+
+    override = os.environ.get("XENRIG_PYTEST_EMBED_ROOT")
+    return Path(override) if override else paths.state_dir() / "libvirt-pytest"
+
+
 @contextlib.contextmanager
 def _embed_root(root: Path):
     old = os.environ.get("XENRIG_EMBED_ROOT")
@@ -100,7 +127,7 @@ def _embed_root(root: Path):
 
 @pytest.fixture(scope="module")
 def _xenrig_stack(request):
-    from harness import booted, canary, config, paths, runner
+    from harness import booted, canary, config, runner
     from harness.stages import ConsoleProgress, Timeline
 
     opts = request.config.option
@@ -113,7 +140,7 @@ def _xenrig_stack(request):
         # This process outlives the stack and would keep the CLI's embedded
         # libvirt root locked: boot from a root of its own, and give the
         # variable back afterwards so `xenrig` subprocesses use the usual one.
-        es.enter_context(_embed_root(paths.state_dir() / "libvirt-pytest"))
+        es.enter_context(_embed_root(embed_root_for_pytest()))
         built_images, built_modules = runner.prepare(scenario, timeline, run_dir)
         # From the stack's snapshot when there is one (harness.booted).
         xen, at_point = es.enter_context(booted.stack_and_guest(host_cfg, scenario.guest, timeline, run_dir,
