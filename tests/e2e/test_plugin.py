@@ -1,7 +1,36 @@
 """The pytest plugin's fixtures, used the way a user writes a conformance
-test: a real stack, a real guest, the model judging the capture."""
+test: a real stack, a real guest, the model judging the capture; and a
+scenario file collected as pytest items."""
+
+import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
+
+from harness import paths
+from .conftest import REPO
+
+
+# First in this module: the fixtures below keep a stack up until the module
+# ends, and this machine has room for one stack at a time.
+@pytest.mark.timeout(1800)
+def test_a_scenario_file_runs_as_pytest_items(tmp_path, no_stack_left):
+    # A libvirt root of its own: this process may already hold the plugin's.
+    env = {**os.environ, "XENRIG_PYTEST_EMBED_ROOT": str(paths.state_dir() / "libvirt-pytest-sub")}
+    res = subprocess.run([sys.executable, "-m", "pytest", "configs/scenarios/smoke.yaml", "-v", "-p", "no:cacheprovider",
+                          "--xenrig-runs", str(tmp_path)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=1700)
+    out = res.stdout
+    assert res.returncode == 0, out[-6000:]
+    passed = set(re.findall(r"configs/scenarios/smoke\.yaml::(.+?) PASSED", out))
+    assert {"xen.hvm-enabled", "guest.platform-pci", "guest.blkfront-bound[xvda]", "guest.io-roundtrip[xvdb]",
+            "trace.model", "hang", "stack.guest-canary", "stack.dom0-canary", "run verdict"} <= passed, out[-6000:]
+    assert re.search(r"collected (\d+) items", out) and not re.search(r"\d+ (failed|error)", out), out[-6000:]
+    (run_dir,) = tmp_path.glob("*-pytest-smoke")    # one run for the whole file
+    assert json.loads((run_dir / "report.json").read_text())["outcome"] == "PASS"
 
 
 @pytest.mark.timeout(900)
