@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.nightly.cells import FAIL, FLAKY, INFRA, MISSING, PASS, SKIP
-from harness.report import plots
 from harness.report.html import _CSS, _badge, _e, _plot, _table
 
 _NIGHTLY_CSS = """
@@ -85,6 +84,8 @@ def _failures(night: dict) -> str:
 
 def trend_plot(nights: list[dict]) -> str:
     """Stacked bars per night: passed at the bottom, then flaky, failed, infra."""
+    from harness.report import plots   # matplotlib: only a page with a trend draws
+
     fig, ax = plots.plt.subplots(figsize=(8, 2.8))
     labels = [n["started_at"][:16].replace("T", " ") for n in nights]
     xs = range(len(nights))

@@ -9,8 +9,11 @@ import html
 import json
 from pathlib import Path
 
-from harness.report import plots
 from harness.report.start import start_line
+
+# harness.report.plots is imported where a page draws: it brings in
+# matplotlib (half a second), which `xenrig check`, the nightly's grid and
+# everything else that only imports this module's helpers do not need.
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:72em;color:#1d1d1f;padding:0 1em}
@@ -81,6 +84,8 @@ def render(report: dict, run_dir: Path) -> str:
         before = "\n".join(json.dumps(b["event"]) for b in div.get("before", []))
         parts.append(f"<h3>Events before it</h3><pre>{_e(before)}</pre>")
 
+    from harness.report import plots
+
     parts.append("<h2>Stages</h2>" + _plot(plots.stage_timeline(report["stages"]), "stages"))
 
     model_state = _load_json(run_dir / "model-state.json")
@@ -127,6 +132,8 @@ def _trace_section(trace_path: Path, model_state: dict, verdict: dict) -> str:
            f"the model's verdict: {_badge(verdict.get('outcome', '?'))}</p>"]
     if not points:
         return "".join(out)
+    from harness.report import plots
+
     out.append(_plot(plots.event_timeline(points, t0), "events"))
     series = model_state.get("series") or {}
     if series.get("ring_occupancy"):
