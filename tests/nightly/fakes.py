@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -117,6 +118,32 @@ def behaviour_for(script: dict, cell_id: str, attempt: int) -> str:
     return plan[min(attempt, len(plan)) - 1]
 
 
+_scenarios: dict[tuple, object] = {}
+_stage_svgs: dict[str, str] = {}
+
+
+def _load_scenario(path: Path):
+    """config.load_scenario, once per file as it is on disk: a matrix's cells
+    share three scenario files, and each cell gets its own copy (variant)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _scenarios:
+        _scenarios[key] = config.load_scenario(path)
+    return _scenarios[key]
+
+
+def _drawn_once(draw):
+    """plots.stage_timeline, drawing each distinct list of stages once.  The
+    fake's runs have a handful (_stages), and the in-process tests write well
+    over a hundred reports: drawing each picture anew was most of their time."""
+    def stage_timeline(stages: list[dict]) -> str:
+        key = json.dumps(stages, sort_keys=True)
+        if key not in _stage_svgs:
+            _stage_svgs[key] = draw(stages)
+        return _stage_svgs[key]
+    return stage_timeline
+
+
 class ScriptedRunner:
     """A CellRunner: runs nothing, writes what the script says."""
 
@@ -126,10 +153,12 @@ class ScriptedRunner:
 
     def __call__(self, cell, run_dir: Path, attempt: int):
         from harness.nightly.cells import RunnerExit
+        from harness.report import plots
 
         self.calls.append((cell.id, attempt))
-        scenario = cell.variant(config.load_scenario(cell.scenario_path))
-        code = write_run(run_dir, scenario, behaviour_for(self.script, cell.id, attempt))
+        scenario = cell.variant(_load_scenario(cell.scenario_path))
+        with mock.patch.object(plots, "stage_timeline", _drawn_once(plots.stage_timeline)):
+            code = write_run(run_dir, scenario, behaviour_for(self.script, cell.id, attempt))
         return RunnerExit(-11 if code is None else code, "xenrig run died of SIGSEGV" if code is None else "")
 
 

@@ -50,7 +50,7 @@ def grid_section(html: str) -> str:
     return html[html.index("<table class='grid'>"):html.index("</table>", html.index("<table class='grid'>"))]
 
 
-def test_two_shards_merged_give_the_grid_of_one_unsharded_run(tmp_path, matrix):
+def test_two_shards_merged_give_the_grid_of_one_unsharded_run(tmp_path, matrix, still_clock):
     _, whole = nightly.run(matrix, WHOLE, tmp_path / "whole", ScriptedRunner(SCRIPT))
     for i in (1, 2):
         summary, night = nightly.run(matrix, Shard(i, 2), tmp_path / "sharded", ScriptedRunner(SCRIPT))
