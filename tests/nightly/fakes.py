@@ -8,6 +8,8 @@ In-process: `ScriptedRunner(script)` is a CellRunner.  As a program
 --cell-command), the script comes from $FAKE_NIGHTLY_SCRIPT (a JSON file).
 A script maps a cell id to the behaviour of each attempt, e.g.
 {"smoke/qdisk/default": ["infra-boot", "pass"]}; unlisted cells pass.
+As a program it draws no plot: its report.html has a blank picture where
+the stage timeline goes (see _UNDRAWN).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import signal
 import sys
 import time
+import types
 from pathlib import Path
 from unittest import mock
 
@@ -162,6 +165,14 @@ class ScriptedRunner:
         return RunnerExit(-11 if code is None else code, "xenrig run died of SIGSEGV" if code is None else "")
 
 
+# What the program's report.html shows for its stages.  matplotlib is most of
+# what a cell process would cost (0.6 s of 1 s), and the tests that run cells
+# as processes look at the nightly, not at the runs' pictures; the in-process
+# ScriptedRunner still draws them.
+_UNDRAWN = types.ModuleType("harness.report.plots")
+_UNDRAWN.stage_timeline = lambda stages: "<svg xmlns='http://www.w3.org/2000/svg' width='1' height='1'></svg>"
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("action", choices=["run"])
@@ -179,7 +190,8 @@ def main(argv: list[str]) -> int:
         return 2
     scenario = overrides.apply(config.load_scenario(args.scenario), args.sets)
     print(f"fake xenrig run {cell_id} attempt {attempt}: {behaviour}")
-    code = write_run(args.run_dir, scenario, behaviour)
+    with mock.patch.dict(sys.modules, {"harness.report.plots": _UNDRAWN}):
+        code = write_run(args.run_dir, scenario, behaviour)
     if code is None:
         os.kill(os.getpid(), signal.SIGSEGV)
     return code

@@ -69,35 +69,66 @@ def test_two_shards_merged_give_the_grid_of_one_unsharded_run(tmp_path, matrix, 
         assert (tmp_path / "sharded" / name).is_file()
 
 
-def test_the_same_through_the_command_line(tmp_path):
-    """`xenrig nightly run --shard 1/2`, `--shard 2/2`, `merge`, as ci/nightly
-    calls them, each cell a real `run` subprocess (a fake xenrig)."""
-    script = tmp_path / "script.json"
-    script.write_text(json.dumps(SCRIPT))
-    env = {**os.environ, "FAKE_NIGHTLY_SCRIPT": str(script)}
+# A matrix of four cells, one of each status, for what runs every cell as a
+# real process: one process per attempt is what such a test costs.
+SMALL = "scenarios: [scenarios/smoke.yaml, scenarios/blkfront-io.yaml]\nbackends: [phy, qdisk]\nparam_sets: {default: {}}\n"
+SMALL_SCRIPT = {
+    "smoke/qdisk/default": ["infra-boot", "pass"],                  # FLAKY
+    "blkfront-io/phy/default": ["infra-ssh", "infra-download"],     # INFRA
+    "blkfront-io/qdisk/default": ["hang"],                          # FAIL
+}
+
+
+def cli(tmp_path, script: dict):
+    """`python -m harness nightly ...` as ci/nightly calls it, each cell a
+    real `run` subprocess (a fake xenrig) scripted by `script`."""
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(script))
+    env = {**os.environ, "FAKE_NIGHTLY_SCRIPT": str(path)}
     cell_command = f"{sys.executable} {FAKE}"
 
-    def xenrig(*args):
-        return subprocess.run([sys.executable, "-m", "harness", "nightly", *map(str, args)], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
+    def xenrig(action, *args):
+        extra = ["--cell-command", cell_command] if action == "run" else []
+        return subprocess.run([sys.executable, "-m", "harness", "nightly", action, *map(str, args), *extra], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=300)
+    return xenrig
 
-    whole = xenrig("run", "--out", tmp_path / "whole", "--cell-command", cell_command)
-    assert whole.returncode == 1, whole.stderr          # a product failure
-    assert "xenrig nightly: FAIL: 5 PASS, 1 FLAKY, 3 FAIL, 1 INFRA" in whole.stdout
-    for i in (1, 2):
-        shard = xenrig("run", "--shard", f"{i}/2", "--out", tmp_path / "sh", "--cell-command", cell_command)
-        assert shard.returncode in (1, 2) and f"shard {i}/2" in shard.stdout, shard.stderr
+
+def test_the_same_through_the_command_line(tmp_path, matrix_file):
+    """`xenrig nightly run --shard 1/2`, `--shard 2/2`, `merge` into another
+    folder give the grid that the library gives for the whole matrix."""
+    path = matrix_file(SMALL)
+    _, whole = nightly.run(nightly.load_matrix(path), WHOLE, tmp_path / "whole", ScriptedRunner(SMALL_SCRIPT))
+    assert whole["counts"] == {"PASS": 1, "FLAKY": 1, "FAIL": 1, "INFRA": 1, "SKIP": 0, "MISSING": 0}
+    xenrig = cli(tmp_path, SMALL_SCRIPT)
+    for i, code in ((1, 2), (2, 1)):      # shard 1: the INFRA cell and the PASS; shard 2: the FAIL and the FLAKY
+        shard = xenrig("run", "--matrix", path, "--shard", f"{i}/2", "--out", tmp_path / "sh")
+        assert shard.returncode == code and f"shard {i}/2" in shard.stdout, shard.stderr
     merged = xenrig("merge", tmp_path / "sh", "--out", tmp_path / "merged")
-    assert merged.returncode == 1, merged.stderr
-    a = json.loads((tmp_path / "whole" / "nightly.json").read_text())
+    assert merged.returncode == 1, merged.stderr          # a product failure
+    assert "xenrig nightly: FAIL: 1 PASS, 1 FLAKY, 1 FAIL, 1 INFRA" in merged.stdout
     b = json.loads((tmp_path / "merged" / "nightly.json").read_text())
-    assert a["grid"] == b["grid"]
-    assert [c["status"] for c in a["cells"]] == [c["status"] for c in b["cells"]]
+    assert b["grid"] == whole["grid"]
+    assert [c["status"] for c in b["cells"]] == [c["status"] for c in whole["cells"]]
+    assert [len(c["attempts"]) for c in b["cells"]] == [len(c["attempts"]) for c in whole["cells"]] == [2, 1, 1, 2]
     # merged elsewhere: its links lead back into the shards' folder
     flaky = next(c for c in b["cells"] if c["id"] == "smoke/qdisk/default")
     assert flaky["run_dir"] == "../sh/smoke/qdisk/default"
     assert (tmp_path / "merged" / flaky["run_dir"] / "report.html").is_file()
-    assert grid_section((tmp_path / "whole" / "index.html").read_text()).count("report.html") == 10
+    assert grid_section((tmp_path / "merged" / "index.html").read_text()).count("report.html") == 4
+
+
+def test_an_unsharded_run_through_the_command_line_merges_at_once(tmp_path, matrix_file):
+    path = matrix_file("scenarios: [scenarios/blkfront-io.yaml]\nbackends: [phy]\nparam_sets: {default: {}}\n")
+    res = cli(tmp_path, {"blkfront-io/phy/default": ["fail"]})("run", "--matrix", path, "--out", tmp_path / "n")
+    assert res.returncode == 1, res.stderr
+    assert res.stdout.endswith(f"xenrig nightly: FAIL: 1 FAIL; index: {tmp_path / 'n' / 'index.html'}\n")
+    assert (tmp_path / "n" / "summary.md").read_text() in res.stdout
+    night = json.loads((tmp_path / "n" / "nightly.json").read_text())
+    assert [(c["id"], c["status"], c["classification"]) for c in night["cells"]] == [
+        ("blkfront-io/phy/default", "FAIL", "product")]
+    for name in ("index.html", "junit.xml", "shard-1-of-1.json", "blkfront-io/phy/default/report.html"):
+        assert (tmp_path / "n" / name).is_file()
 
 
 def test_merged_junit_has_one_suite_per_cell(tmp_path, matrix):
