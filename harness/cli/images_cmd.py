@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from harness import images, paths
-from harness.images.cache import Store
-from harness.stages import ConsoleProgress, Timeline
+from harness import paths
 
 
 def register(sub) -> None:
@@ -17,6 +15,12 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
+    # Imported here, not at the top: building the parser (xenrig --help, check, nightly) must not load the
+    # whole stack.
+    from harness import images
+    from harness.images.cache import Store
+    from harness.stages import ConsoleProgress, Timeline
+
     store = Store(paths.cache_dir())
     if args.rebuild:
         shutil.rmtree(store.root, ignore_errors=True)

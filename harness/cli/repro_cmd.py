@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import repro, runner
 from harness.errors import UsageError
-from harness.stages import ConsoleProgress, Timeline
 
 
 def register(sub) -> None:
@@ -22,6 +20,11 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
+    # Imported here, not at the top: building the parser (xenrig --help, check, nightly) must not load the
+    # whole stack.
+    from harness import repro, runner
+    from harness.stages import ConsoleProgress, Timeline
+
     scenario, host = runner.load(args.file, args.host)
     if scenario.repro is None:
         raise UsageError(f"{args.file} has no 'repro:' section with a signature",

@@ -5,10 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness import runner
-from harness.config import overrides
-from harness.report import summary_text
-
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a scenario (boot the stack, check, report, tear down)")
@@ -25,6 +21,12 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
+    # Imported here, not at the top: building the parser (xenrig --help, check, nightly) must not load the
+    # whole stack.
+    from harness import runner
+    from harness.config import overrides
+    from harness.report import summary_text
+
     scenario, host = runner.load(args.scenario, args.host)
     if args.overrides:
         scenario = overrides.apply(scenario, args.overrides)

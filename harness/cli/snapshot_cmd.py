@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness import booted, images, runner, snapshot
 from harness.errors import UsageError
-from harness.stages import ConsoleProgress, Timeline
 
 
 def register(sub) -> None:
@@ -21,6 +19,11 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
+    # Imported here, not at the top: building the parser (xenrig --help, check, nightly) must not load the
+    # whole stack.
+    from harness import booted, images, runner, snapshot
+    from harness.stages import ConsoleProgress, Timeline
+
     if args.action == "list":
         snaps = snapshot.list_all()
         for s in snaps:

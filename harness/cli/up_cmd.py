@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import paths, runner, sshkeys, stack
+from harness import paths
 from harness.machine import stackfile
-from harness.stages import ConsoleProgress, Timeline
 
 
 def register(sub) -> None:
@@ -20,6 +19,11 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
+    # Imported here, not at the top: building the parser (xenrig --help, check, nightly) must not load the
+    # whole stack.
+    from harness import runner, sshkeys, stack
+    from harness.stages import ConsoleProgress, Timeline
+
     scenario, host_cfg = runner.load(args.scenario, args.host)
     if host_cfg.kind != "nested":
         print("xenrig up: a remote host is already up; use 'xenrig run' against it")
