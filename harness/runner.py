@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from harness import outcome as outcome_mod
-from harness import aftermath, booted, build, canary, config, guest, images, logfile, paths, report
+from harness import aftermath, booted, build, canary, config, deathwatch, faults, guest, images, logfile, paths, report
 from harness.checks import smoke
 from harness.capture.live import CaptureSession
 from harness.check import stepwise
@@ -207,6 +207,12 @@ def judge_capture(session: CaptureSession, steps: StepRunner | None, timeline: T
     return results
 
 
+def _l0_alive(live: dict) -> bool:
+    """The nested stack's QEMU still runs (a real Xen host, or a pid not
+    found: assumed so)."""
+    return live.get("qemu_pid") is None or deathwatch.alive(live["qemu_pid"])
+
+
 def _judge_broken(live: dict, info: dict, why: str) -> list[CheckResult]:
     """The run broke before judge_capture ran: judge what was captured."""
     if live.get("judged") and "trace" in info:
@@ -252,12 +258,20 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
     interrupted = False
     live: dict = {}       # the stack, guest, capture and steps, while they exist
     try:
+        fault = faults.configured()
+        if fault is not None and fault.stage:
+            timeline.subscribers.append(faults.StageFault(fault))
         built_images, built_modules = prepare(scenario, timeline, run_dir, remote=host_cfg.kind == "remote")
         info["modules"] = [m.to_dict() for m in built_modules]
         info["host_tools"] = host_tools.versions()
         with booted.stack_and_guest(host_cfg, scenario.guest, timeline, run_dir, built=built_images, info=info,
                                     cold=cold, console=console, keep=keep, replace_kept=keep) as (xen, at_point):
             live["xen"] = xen
+            if xen.machine is not None:
+                # From here on a crashed dom0 or Xen, or a vanished QEMU, ends
+                # every wait on dom0 at once instead of at its timeout.
+                live["qemu_pid"] = deathwatch.l0_qemu_pid(xen.machine)
+                xen.ssh.dead = deathwatch.DeathWatch(xen.machine.serial.path, live["qemu_pid"])
             canary.start_dom0(xen)
             try:
                 with guest_with_modules(xen, scenario, built_modules, timeline, run_dir, info,
@@ -273,7 +287,9 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                         steps = None
                         if scenario.steps:
                             vdevs = [d.vdev for d in scenario.guest.disks]
-                            steps = live["steps"] = StepRunner(session, watch=lambda what: hang_watch(xen, g, vdevs, what))
+                            steps = live["steps"] = StepRunner(
+                                session, watch=lambda what: hang_watch(xen, g, vdevs, what),
+                                before=lambda index: faults.before_step(fault, index, xen, g))
                             with timeline.stage("steps"):
                                 steps.run(scenario.steps, on_record=lambda r: timeline.note(
                                     f"{r.label}: {'ERROR ' + r.error if r.error else _brief(r.result)}"))
@@ -288,6 +304,8 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                     note(r)
                     results.append(r)
             finally:
+                # Before anything tears it down: is the L0 VM itself still there?
+                live["l0_alive"] = _l0_alive(live)
                 r = canary.stop_dom0(xen)
                 timeline.note(f"{r.outcome} {r.id}: {r.message}")
                 results.append(r)
@@ -321,9 +339,10 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
         error_info = None
         if error is not None:
             error_info = {"kind": error.kind, "message": error.paragraph()}
-            if "subject" in info and not interrupted:
+            if "subject" in info and not interrupted and live.get("l0_alive", True):
                 # A dom0 or transport failure after the driver under test was
-                # loaded may be the driver's doing: product-suspect.
+                # loaded may be the driver's doing: product-suspect.  Not when
+                # the L0 VM itself (QEMU) is gone: the guest cannot do that.
                 error_info["after_subject"] = info["subject"]["module"]
         rep = report.RunReport(scenario.name, verdict, run_dir, timeline.wall_start, timeline.elapsed(),
                                timeline.records, results, info=info, error=error_info)

@@ -61,10 +61,12 @@ def _label(step: Step, taken: set[str]) -> str:
 
 
 class StepRunner:
-    def __init__(self, capture: CaptureSession, watch=None):
+    def __init__(self, capture: CaptureSession, watch=None, before=None):
         """`watch(what)`: a context manager that turns a guest operation's
-        timeout into a hang verdict when the rings are stuck."""
+        timeout into a hang verdict when the rings are stuck.  `before(i)`:
+        called before step i (from 1) starts (harness.faults)."""
         self.capture = capture
+        self.before = before or (lambda index: None)
         self.watch = watch or (lambda what: contextlib.nullcontext())
         self.saved: dict[str, dict] = {}
         self.records: list[StepRecord] = []
@@ -106,6 +108,7 @@ class StepRunner:
                 self.records.append(StepRecord(i, step, labels[i - 1], skipped=f"not run: '{stopped_by}' {why}"))
                 continue
             rec = StepRecord(i, step, labels[i - 1])
+            self.before(i)
             started = time.monotonic()
             try:
                 with self.watch(rec.label):

@@ -69,10 +69,13 @@ class Relay:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            self._chan.settimeout(min(left, 5.0))
+            self._chan.settimeout(min(left, 1.0))
             try:
                 data = self._chan.recv(65536)
             except socket.timeout:
+                died = self.host.ssh.dead()
+                if died:
+                    raise EOFError(f"dom0 is dead: {died}") from None
                 continue
             if not data:
                 return None

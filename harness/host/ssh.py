@@ -20,6 +20,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import paramiko
 
@@ -62,6 +63,9 @@ class SshSession:
         self._sftp: paramiko.SFTPClient | None = None
         self.reconnects = 0                    # counted in report.json
         self.transport_events: list[str] = []  # why each reconnect happened
+        # Asked between reads: a reason when the far end is known dead (the
+        # nested stack's Xen or dom0 crashed: harness.deathwatch), else None.
+        self.dead: Callable[[], str | None] = lambda: None
 
     # -- connection -------------------------------------------------------
     def _known_name(self) -> str:
@@ -74,6 +78,9 @@ class SshSession:
         deadline = time.monotonic() + timeout_s
         last = "no attempt made"
         while True:
+            died = self.dead()
+            if died:
+                raise TransportError(f"stage '{stage}': {self.label} cannot be reached: {died}")
             client = paramiko.SSHClient()
             client.get_host_keys().add(self._known_name(), pinned.get_name(), pinned)
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -142,6 +149,9 @@ class SshSession:
         self.transport_events.append(why[:300])
         log.warning("%s: SSH transport broke (%s); reconnecting", self.label, why[:200])
         self.close()
+        if self.dead():
+            log.warning("%s: not reconnecting: %s", self.label, self.dead())
+            return
         try:
             self.connect(60, stage="reconnect")
         except XenrigError as exc:
@@ -157,6 +167,9 @@ class SshSession:
             transport = self.client.get_transport()
             if transport is None or not transport.is_active():
                 raise paramiko.SSHException("SSH session not active")
+            died = self.dead()
+            if died:
+                raise paramiko.SSHException(f"the far end is dead: {died}")
             chan = transport.open_session(timeout=30)
             chan.settimeout(timeout_s + 15)
             chan.exec_command(wrapped)
@@ -165,7 +178,7 @@ class SshSession:
             chan.shutdown_write()
             out, err = io.BytesIO(), io.BytesIO()
             deadline = started + timeout_s + 15
-            drain(chan, transport, out, err, deadline, f"{self.label}: '{_short(command)}'", timeout_s)
+            drain(chan, transport, out, err, deadline, f"{self.label}: '{_short(command)}'", timeout_s, self.dead)
             status = chan.recv_exit_status()
             chan.close()
         except (paramiko.SSHException, socket.error, EOFError) as exc:
@@ -245,7 +258,8 @@ class SshSession:
             raise InfraError(f"{self.label}: {what} failed: {exc}") from None
 
 
-def drain(chan, transport, out: io.BytesIO, err: io.BytesIO, deadline: float, what: str, timeout_s: float) -> None:
+def drain(chan, transport, out: io.BytesIO, err: io.BytesIO, deadline: float, what: str, timeout_s: float,
+          dead: Callable[[], str | None] = lambda: None) -> None:
     """Read stdout and stderr until the channel's EOF, then wait for its exit
     status.  Not until the exit status: sshd sends that as soon as the
     command exits, possibly before the tail of a large output that is still
@@ -271,6 +285,9 @@ def drain(chan, transport, out: io.BytesIO, err: io.BytesIO, deadline: float, wh
             raise StageTimeout(f"{what} gave no end of output within {timeout_s:.0f}s")
         if not transport.is_active():
             raise paramiko.SSHException("the SSH transport closed")
+        died = dead()
+        if died:
+            raise paramiko.SSHException(f"the far end is dead: {died}")
         select.select([fd], [], [], min(left, 1.0))
     if not chan.status_event.wait(max(1.0, deadline - time.monotonic())):
         chan.close()

@@ -65,6 +65,8 @@ def test_run_scenario_turns_every_exception_into_an_honest_report(tmp_path, monk
 
 
 class _Xen:
+    machine = None      # a real Xen host: no L0 VM, no serial line
+
     class ssh:  # noqa: N801 - stands in for SshSession's counters
         reconnects, transport_events = 1, ["Mismatched MAC"]
 

@@ -1,0 +1,83 @@
+"""Knowing at once that the nested stack is dead, instead of waiting out a
+timeout on a connection that will never answer: Xen's and dom0's console
+(the L0 serial log, a local file) says when dom0 or Xen crashed, and QEMU's
+pid says when the L0 VM itself is gone.  harness.host.ssh and the guest
+relay ask this between reads, about once a second; a `None` means alive.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+# Lines after which dom0 will never answer again.
+DEATH = re.compile(r"Hardware Dom0 crashed.*|Hardware Dom0 shutdown.*|Panic on CPU \d+.*"
+                   r"|^(?!\(d\d+\)).*Kernel panic - not syncing.*", re.M)
+
+
+def l0_qemu_pid(machine) -> int | None:
+    """The pid of the L0 VM's QEMU: libvirt's pid file, else the one QEMU
+    process of a xenrig VM under this run's libvirt root (the stack lock
+    makes it ours)."""
+    from harness.machine import vm
+
+    pid = machine.qemu_pid()
+    if pid is not None:
+        return pid
+    found = vm._qemu_processes_of(vm.embed_root())
+    return found[0] if len(found) == 1 else None
+
+
+def alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+class DeathWatch:
+    def __init__(self, serial: Path, qemu_pid: int | None, every_s: float = 1.0):
+        """`qemu_pid`: None when it could not be found; then only the
+        console is watched."""
+        self.serial, self.qemu_pid, self.every_s = serial, qemu_pid, every_s
+        self._pos = self._size()    # only what comes after the watch began
+        self._carry = ""
+        self._last = 0.0
+        self.verdict: str | None = None
+
+    def _size(self) -> int:
+        try:
+            return self.serial.stat().st_size
+        except OSError:
+            return 0
+
+    def __call__(self) -> str | None:
+        if self.verdict is not None:
+            return self.verdict
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return None
+        self._last = now
+        try:
+            with open(self.serial, "rb") as fh:
+                fh.seek(self._pos)
+                data = fh.read()
+        except OSError:
+            data = b""
+        self._pos += len(data)
+        text = self._carry + data.decode(errors="replace")
+        whole, _, self._carry = text.rpartition("\n")
+        m = DEATH.search(whole)
+        if m:
+            self.verdict = f"the L0 serial console says: {m.group(0).strip()[:200]}"
+            return self.verdict
+        if self.qemu_pid is not None and not alive(self.qemu_pid):
+            self.verdict = "the L0 VM's QEMU is gone"
+        return self.verdict

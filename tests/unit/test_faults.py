@@ -1,0 +1,55 @@
+"""Failpoints (harness.faults) parse strictly, and the death watch (harness.
+deathwatch) sees dom0's or Xen's end on the serial line and a vanished QEMU."""
+
+import os
+import subprocess
+
+import pytest
+
+from harness import deathwatch, faults
+from harness.errors import UsageError
+
+
+def test_fault_points_parse():
+    assert faults.parse("dom0-panic@step:2") == faults.Fault("dom0-panic", step=2)
+    assert faults.parse("sigkill@stage:restore snapshot") == faults.Fault("sigkill", stage="restore snapshot")
+
+
+@pytest.mark.parametrize("text", ["dom0-panic", "boom@step:1", "kill-qemu@stage:steps", "sigkill@step:0",
+                                  "sigkill@step:x", "sigkill@somewhere"])
+def test_a_bad_fault_is_a_usage_error_naming_the_variable(text):
+    with pytest.raises(UsageError) as exc:
+        faults.parse(text)
+    assert "XENRIG_FAULT" in exc.value.paragraph()
+
+
+def test_unset_means_no_fault(monkeypatch):
+    monkeypatch.delenv("XENRIG_FAULT", raising=False)
+    assert faults.configured() is None
+    faults.before_step(None, 1, None, None)     # nothing to do, nothing touched
+
+
+def test_the_watch_reads_only_what_came_after_it_began(tmp_path):
+    serial = tmp_path / "serial-l0.log"
+    serial.write_text("[ 1.0] Kernel panic - not syncing: an old one, before the watch\n")
+    watch = deathwatch.DeathWatch(serial, os.getpid(), every_s=0)
+    assert watch() is None
+    with open(serial, "a") as fh:
+        fh.write("(d1) SeaBIOS: Kernel panic - not syncing: the guest's own words\n(XEN) Hardware Dom0 cra")
+    assert watch() is None                      # a guest line, and half a line
+    with open(serial, "a") as fh:
+        fh.write("shed: 'noreboot' set - not rebooting.\n")
+    assert "Hardware Dom0 crashed" in watch()
+    assert "Hardware Dom0 crashed" in watch()   # stays dead
+
+
+def test_the_watch_sees_qemu_gone(tmp_path):
+    serial = tmp_path / "serial-l0.log"
+    serial.write_text("")
+    child = subprocess.Popen(["sleep", "30"])
+    watch = deathwatch.DeathWatch(serial, child.pid, every_s=0)
+    assert watch() is None
+    child.kill()
+    child.wait()
+    assert watch() == "the L0 VM's QEMU is gone"
+    assert deathwatch.DeathWatch(serial, None, every_s=0)() is None   # no pid known: the console only
