@@ -111,8 +111,11 @@ def write_run(run_dir: Path, scenario, behaviour: str) -> int | None:
         raise ValueError(f"unknown behaviour {behaviour!r}")
     (run_dir / "serial-l0.log").write_text(serial)
     verdict = overall(checks)
-    report.write(report.RunReport(scenario.name, verdict, run_dir, time.time(), 12.5, stages, checks,
-                                  error=error, info=info))
+    from harness.report import plots      # here: as a program, main() has put _UNDRAWN in its place
+
+    with mock.patch.object(plots, "stage_timeline", _drawn_once(plots.stage_timeline)):
+        report.write(report.RunReport(scenario.name, verdict, run_dir, time.time(), 12.5, stages, checks,
+                                      error=error, info=info))
     return outcome.exit_code(verdict, (error or {}).get("kind"))
 
 
@@ -137,8 +140,8 @@ def _load_scenario(path: Path):
 
 def _drawn_once(draw):
     """plots.stage_timeline, drawing each distinct list of stages once.  The
-    fake's runs have a handful (_stages), and the in-process tests write well
-    over a hundred reports: drawing each picture anew was most of their time."""
+    fake's runs have a handful (_stages), and the tests write well over a
+    hundred reports: drawing each picture anew was most of their time."""
     def stage_timeline(stages: list[dict]) -> str:
         key = json.dumps(stages, sort_keys=True)
         if key not in _stage_svgs:
@@ -156,12 +159,10 @@ class ScriptedRunner:
 
     def __call__(self, cell, run_dir: Path, attempt: int):
         from harness.nightly.cells import RunnerExit
-        from harness.report import plots
 
         self.calls.append((cell.id, attempt))
         scenario = cell.variant(_load_scenario(cell.scenario_path))
-        with mock.patch.object(plots, "stage_timeline", _drawn_once(plots.stage_timeline)):
-            code = write_run(run_dir, scenario, behaviour_for(self.script, cell.id, attempt))
+        code = write_run(run_dir, scenario, behaviour_for(self.script, cell.id, attempt))
         return RunnerExit(-11 if code is None else code, "xenrig run died of SIGSEGV" if code is None else "")
 
 
