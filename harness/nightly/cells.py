@@ -93,7 +93,7 @@ class SubprocessCellRunner:
                 return RunnerExit(code, _died(code), argv)
             except subprocess.TimeoutExpired:
                 code = self._stop(proc)
-                return RunnerExit(code, f"killed at the cell's time limit of {self.timeout_s:.0f} s", argv)
+                return RunnerExit(code, f"killed at the cell's time limit of {self.timeout_s:g} s", argv)
             except KeyboardInterrupt:
                 self._stop(proc)
                 raise

@@ -133,9 +133,9 @@ def test_subprocess_runner_a_crash_is_retried(tmp_path, matrix, fake_command):
 
 def test_subprocess_runner_stops_a_cell_at_its_time_limit(tmp_path, matrix, fake_command):
     c = cell(matrix, "smoke/phy/default")
-    runner = SubprocessCellRunner(command=fake_command({c.id: ["sleep", "sleep"]}), timeout_s=1, grace_s=5)
+    runner = SubprocessCellRunner(command=fake_command({c.id: ["sleep", "sleep"]}), timeout_s=0.25, grace_s=5)
     result = run_cell(c, tmp_path, runner, retries=1)
     assert result.status == INFRA and len(result.attempts) == 2
     assert result.attempts[0].exit_code == -15                     # SIGTERM, as xenrig run expects
-    assert "killed at the cell's time limit of 1 s" in result.attempts[1].reason
+    assert "killed at the cell's time limit of 0.25 s" in result.attempts[1].reason
     assert os.path.isdir(tmp_path / c.id / "attempt-1")
