@@ -25,7 +25,7 @@ from harness.check import stepwise
 from harness.checks.result import ERROR, FAIL, PASS, CheckResult, overall
 from harness.config import HostConfig, Scenario
 from harness.capture import hang
-from harness.errors import HangDetected, InternalError, XenrigError
+from harness.errors import HangDetected, InfraError, InternalError, XenrigError
 from harness.guest import modules as guest_modules
 from harness.host import XenHost
 from harness.machine import tools as host_tools
@@ -161,6 +161,14 @@ def hang_watch(xen: XenHost, g: guest.HvmGuest, vdevs: list[str], doing: str) ->
     except HangDetected:
         raise
     except XenrigError as exc:
+        try:
+            gone = not g.exists()
+        except XenrigError:
+            gone = False
+        if gone:
+            # A guest that died (crashed, destroyed) is not a stuck ring; its
+            # console says why (aftermath's guest.kernel-log).
+            raise InfraError(f"guest {g.name} is gone while {doing}: its domain no longer exists") from exc
         report = hang.examine(xen, g, vdevs)
         if report.stuck:
             raise HangDetected(f"block I/O stopped while {doing}: {report.summary}", report.evidence()) from None
