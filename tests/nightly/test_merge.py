@@ -236,4 +236,8 @@ def test_index_is_static_and_links_every_run(tmp_path, matrix):
         assert f"href='{c['run_dir']}/report.html'" in grid
         assert (tmp_path / c["run_dir"] / "report.html").is_file()
     assert "attempt-1/report.html" in html        # earlier attempts are linked from the failures table
+    run_page = (tmp_path / night["cells"][0]["run_dir"] / "report.html").read_text()
+    stages = run_page[run_page.index('data-plot="stages">'):]
+    assert stages.startswith('data-plot="stages"><svg')        # the runs' own pages are drawn, by matplotlib
+    assert "boot xen + dom0" in stages[:stages.index("</svg>")]
     assert index.render(night) == html

@@ -56,28 +56,23 @@ def test_the_summary_and_html_say_how_the_stack_came_up():
     assert start_line({"restored": False, "mode": "remote"}) == ""
 
 
-def test_only_drawing_imports_matplotlib_and_only_booting_the_stack(tmp_path):
+def test_only_drawing_imports_matplotlib_and_only_booting_the_stack():
     """matplotlib costs a process half a second, the stack (runner, paramiko)
     a third: `xenrig check`, --help, the nightly's run, merge and grid, and
     whatever reads or writes reports without drawing must pay neither (a
-    fresh interpreter: this one has loaded both already)."""
+    fresh interpreter: this one has loaded both already).  That a page that
+    draws still does: tests/nightly/test_merge.py, in the runs' report.html."""
     import subprocess
     import sys
     from pathlib import Path
 
     probe = ("import sys\n"
-             "from pathlib import Path\n"
              "import harness.nightly.index, harness.report\n"
              "from harness.cli import build_parser\n"
              "build_parser()\n"
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'numpy', 'paramiko'}))\n"
-             "print('harness.runner' in sys.modules)\n"
-             "from harness.report import html\n"
-             "page = html.render({'scenario': 's', 'outcome': 'PASS', 'started_at': 't', 'duration_s': 1.0,\n"
-             "                    'checks': [], 'stages': [{'name': 'boot', 'start_s': 0, 'duration_s': 1.0,\n"
-             "                                              'outcome': 'ok'}]}, Path(sys.argv[1]))\n"
-             "print('data-plot=\"stages\"><svg' in page)\n")
-    res = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=60,
+             "print('harness.runner' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[2])
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == ["[]", "False", "True"]     # and a page that draws still gets its plot
+    assert res.stdout.splitlines() == ["[]", "False"]
