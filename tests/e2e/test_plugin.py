@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,69 @@ def test_table_size_from_the_guest_and_from_dom0_agree(trace, xen_host, hvm_gues
     assert mine["status"] == theirs["status"] == 0
     assert (mine["nr_frames"], mine["max_nr_frames"]) == (theirs["nr_frames"], theirs["max_nr_frames"])
     assert xen_host.domid(hvm_guest.name) == hvm_guest.domid
+
+
+# Last in this module: it leaves the guest's xenstore directory in a state
+# no driver would (the stack is torn down after the module).
+@pytest.mark.timeout(900)
+def test_a_hostile_guest_runs_nothing_in_dom0(xen_host, hvm_guest, tmp_path):
+    """The guest writes shell metacharacters into every node of its own
+    xenstore directory that the harness reads in dom0; the harness's readers
+    (the hang watchdog, the capture's ring discovery and connect facts, the
+    smoke check of the backend) then run, and dom0 has run none of it."""
+    import shlex
+
+    from harness import config
+    from harness.capture import hang
+    from harness.capture.live import CaptureSession
+    from harness.checks import smoke
+
+    tool = tmp_path / "xswrite"
+    subprocess.run(["gcc", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", str(tool),
+                    str(REPO / "tests/e2e/tools/xswrite.c")], check=True, timeout=300)
+    hvm_guest.put([(tool, "/tmp/xswrite")])
+    assert hvm_guest.run("chmod 755 /tmp/xswrite", timeout_s=30).exit_status == 0
+    marker = "/tmp/xr-pwned"
+
+    def payload(n: int) -> str:
+        return (f"$(touch {marker}-a{n})`touch {marker}-b{n}`;touch {marker}-c{n}; "
+                f"'\"|| touch {marker}-d{n} &\ntouch {marker}-e{n}")
+
+    written = {}
+    front = f"/local/domain/{hvm_guest.domid}/device/vbd"
+    # xvda (51712): every node the harness reads; xvdb (51728): its backend
+    # path left valid (so the connect facts are read through it), the rest hostile.
+    nodes = [f"{front}/51712/{n}" for n in ("backend", "ring-ref", "state", "feature-persistent", "event-channel")]
+    nodes += [f"{front}/51728/{n}" for n in ("ring-ref", "state", "feature-persistent")]
+    def write(node: str, value: str) -> None:
+        res = hvm_guest.run(f"/tmp/xswrite {shlex.quote(node)} {shlex.quote(value)}", timeout_s=60)
+        assert res.exit_status == 0, f"the guest could not write {node}: {res.stdout} {res.stderr}"
+
+    def read(node: str) -> str:
+        return xen_host.run(f"xenstore-read {shlex.quote(node)}", timeout_s=30).stdout.rstrip("\n")
+
+    original = {node: read(node) for node in nodes}
+    for n, node in enumerate(nodes):
+        write(node, payload(n))
+        written[node] = payload(n)
+    for node, value in written.items():   # the values really are there (xenstore-read escapes a newline)
+        assert read(node) == value.replace("\n", "\\n")
+
+    scenario = config.load_scenario(REPO / "configs/scenarios/smoke.yaml")
+    report = hang.examine(xen_host, hvm_guest, ["xvda", "xvdb"])
+    session = CaptureSession(xen_host, hvm_guest, scenario, tmp_path)
+    session._learn_rings()
+    for ring in list(session._ring_paths):
+        session._connect_facts(ring)
+    for disk in scenario.guest.disks:
+        smoke.blkfront_bound(disk)(xen_host, hvm_guest, scenario)
+
+    # Put back what blkfront wrote: the plugin judges the module's capture at
+    # its end, and it names each ring from these nodes.
+    for node, value in original.items():
+        write(node, value)
+    left = xen_host.run(f"ls {marker}* 2>/dev/null | wc -l", timeout_s=30).stdout.strip()
+    assert left == "0", f"dom0 ran what the guest wrote: {xen_host.run(f'ls {marker}*', timeout_s=30).stdout}"
+    assert not list(Path("/tmp").glob("xr-pwned*")), "the host ran what the guest wrote"
+    # The hostile backend path was refused, not followed.
+    assert "xvda/0" not in session._ring_paths and report.samples[0].backend_state in (None, "absent", "?")
