@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ class Case:
     category: str | None            # what the nightly's classifier must say
     outcome: str | None             # the run's own verdict; None: it cannot write one
     check: str | None = None        # the check that must carry the verdict
+    tmpfs_mib: int = 0              # the broken run's folder on a tmpfs of this size
 
 
 CASES = [
@@ -44,6 +46,9 @@ CASES = [
     # The harness reconnects, but the step whose channel was cut may or may
     # not have happened: it is not retried, so the run errs, as infrastructure.
     Case("transport cut", "cut-transport@step:2", INFRASTRUCTURE, "ERROR"),
+    # Nothing more can be written, the final report included: report.json
+    # stays the one that says the run has not finished.
+    Case("run folder's disk full", "disk-full@step:2", INFRASTRUCTURE, None, tmpfs_mib=64),
 ]
 
 
@@ -122,12 +127,34 @@ def _evidence(run_dir: Path) -> list[str]:
             and (name == "serial-l0.log" or (run_dir / name).stat().st_size > 0)]
 
 
+def _broken_run(case: Case, out: Path) -> RunSeen:
+    if not case.tmpfs_mib:
+        return run(out / "broken", case.fault)
+    where = out / "broken-tmpfs"
+    where.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={case.tmpfs_mib}m,mode=0755", "xenrig-fault", str(where)],
+                   check=True, timeout=30)
+    try:
+        seen = run(where, case.fault)
+    finally:
+        # What the run managed to write is the evidence; the tmpfs goes.
+        kept = out / "broken"
+        shutil.copytree(where, kept, ignore=shutil.ignore_patterns(".xr-fault-fill", "*.qcow2"))
+        subprocess.run(["umount", str(where)], check=False, timeout=60)
+    seen.run_dir = kept
+    return seen
+
+
 def run_case(case: Case, out: Path) -> CaseResult:
-    broken = run(out / "broken", case.fault)
+    broken = _broken_run(case, out)
     verdict = classify(broken.run_dir)
     problems = []
     if broken.exit_code is None:
         problems.append(f"verdict: the run did not end within {RUN_TIMEOUT_S} s")
+    elif broken.exit_code not in (-9, 0, 1, 2):
+        problems.append(f"verdict: the run exited {broken.exit_code}: {broken.output[-300:]}")
+    if "Traceback" in broken.output:
+        problems.append("verdict: a traceback on the terminal")
     if verdict.category != case.category:
         problems.append(f"verdict: classified {verdict.category} ({verdict.reason}), want {case.category}")
     outcome = broken.report.get("outcome")

@@ -14,6 +14,7 @@ or `step:N` (before the scenario's N-th step, counting from 1).
 | dom0-panic    | dom0's kernel crashes (sysrq c)                                  |
 | guest-panic   | the guest's kernel crashes (sysrq c)                             |
 | cut-transport | dom0's sshd sessions are killed: the stream breaks from far end  |
+| disk-full     | the run folder's filesystem is filled (only a tmpfs of <= 4 GiB) |
 
 Only `sigkill` works at a stage (the others need the stack, which only a
 step point has).  Unset, this module does nothing.
@@ -22,17 +23,20 @@ step point has).  Unset, this module does nothing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.errors import UsageError, XenrigError
 
 log = logging.getLogger(__name__)
 
 ENV = "XENRIG_FAULT"
-ACTIONS = ("sigkill", "kill-qemu", "dom0-panic", "guest-panic", "cut-transport")
+ACTIONS = ("sigkill", "kill-qemu", "dom0-panic", "guest-panic", "cut-transport", "disk-full")
+FILL_LIMIT = 4 << 30    # never fill anything bigger: a real disk is not ours to fill
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,38 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def before_step(fault: Fault | None, index: int, xen, guest) -> None:
+def _fill(run_dir: Path) -> None:
+    """Fill the filesystem of `run_dir`, which must be a small tmpfs."""
+    mount, fstype = _mount_of(run_dir)
+    st = os.statvfs(run_dir)
+    if fstype != "tmpfs" or st.f_blocks * st.f_frsize > FILL_LIMIT:
+        raise UsageError(f"{ENV}: disk-full fills only a tmpfs of at most 4 GiB; {run_dir} is on {mount} ({fstype})",
+                         hint="Give the run a --run-dir on a small tmpfs (harness.faultcampaign mounts one)")
+    chunk = b"\0" * (1 << 20)
+    with open(run_dir / ".xr-fault-fill", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(chunk)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    log.warning("fault injected: %s is full", mount)
+
+
+def _mount_of(path: Path) -> tuple[str, str]:
+    """(mount point, filesystem type) of the mount holding `path`."""
+    best = ("/", "?")
+    target = str(path.resolve())
+    with open("/proc/self/mounts") as fh:
+        for line in fh:
+            fields = line.split()
+            point = fields[1].replace("\\040", " ")
+            if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
+                best = (point, fields[2])
+    return best
+
+
+def before_step(fault: Fault | None, index: int, xen, guest, run_dir: Path | None = None) -> None:
     """Fire a step fault before step `index` (from 1)."""
     if fault is None or fault.step != index:
         return
@@ -110,6 +145,8 @@ def before_step(fault: Fault | None, index: int, xen, guest) -> None:
         with contextlib.suppress(XenrigError):
             target.run("echo 1 > /proc/sys/kernel/sysrq; (sleep 1; echo c > /proc/sysrq-trigger) "
                        ">/dev/null 2>&1 </dev/null &", timeout_s=20)
+    elif fault.action == "disk-full":
+        _fill(run_dir)
     elif fault.action == "cut-transport":
         with contextlib.suppress(XenrigError):
             xen.run("(sleep 1; pkill -KILL -f '^sshd: root@') >/dev/null 2>&1 </dev/null &", timeout_s=20)

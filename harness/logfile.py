@@ -20,6 +20,9 @@ def quiet_terminal() -> None:
     if not root.handlers:
         root.addHandler(logging.NullHandler())
     root.setLevel(logging.INFO)
+    # A log write that fails (the run folder's disk is full) must not print
+    # logging's own traceback on the terminal; the run says what happened.
+    logging.raiseExceptions = False
 
 
 def attach(run_dir: Path) -> Path:

@@ -10,7 +10,9 @@ an ERROR, never a PASS.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import time
 import traceback
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from harness.machine import tools as host_tools
 from harness.stages import ConsoleProgress, Timeline
 from harness.steps import StepRunner
 
+log = logging.getLogger(__name__)
+
 
 def _brief(result: dict) -> str:
     keys = ("op", "ret", "status", "ref", "handle", "exit", "entries", "nr_frames")
@@ -47,6 +51,15 @@ class RunOutcome:
     @property
     def exit_code(self) -> int:
         return outcome_mod.exit_code(self.outcome, self.error.kind if self.error else None)
+
+
+def _disk_full(exc: OSError, run_dir: Path) -> XenrigError | None:
+    """No space where the run writes: the machine's trouble, not a bug."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return InfraError(f"no space left where the run writes its files ({run_dir}): {exc.strerror}",
+                      hint="Free space there (old runs: runs/) or give --run-dir another filesystem; "
+                           "what was written before is kept")
 
 
 def _internal(exc: BaseException, run_dir: Path) -> InternalError:
@@ -221,6 +234,16 @@ def _l0_alive(live: dict) -> bool:
     return live.get("qemu_pid") is None or deathwatch.alive(live["qemu_pid"])
 
 
+def _last_drain(live: dict) -> None:
+    session = live.get("session")
+    if session is None or live.get("judged") or live["xen"].ssh.dead():
+        return
+    try:
+        session.drain()
+    except XenrigError as exc:
+        log.info("the last drain of a broken run failed: %s", exc)
+
+
 def _judge_broken(live: dict, info: dict, why: str) -> list[CheckResult]:
     """The run broke before judge_capture ran: judge what was captured."""
     if live.get("judged") and "trace" in info:
@@ -297,7 +320,7 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                             vdevs = [d.vdev for d in scenario.guest.disks]
                             steps = live["steps"] = StepRunner(
                                 session, watch=lambda what: hang_watch(xen, g, vdevs, what),
-                                before=lambda index: faults.before_step(fault, index, xen, g))
+                                before=lambda index: faults.before_step(fault, index, xen, g, run_dir))
                             with timeline.stage("steps"):
                                 steps.run(scenario.steps, on_record=lambda r: timeline.note(
                                     f"{r.label}: {'ERROR ' + r.error if r.error else _brief(r.result)}"))
@@ -311,6 +334,12 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                     r = canary.check_guest(g, guest_canary)
                     note(r)
                     results.append(r)
+            except XenrigError:
+                # The run broke while the stack may still answer (a hang, a
+                # step's error): what the guest recorded since the last step
+                # leaves it now, before the teardown destroys it.
+                _last_drain(live)
+                raise
             finally:
                 # Before anything tears it down: is the L0 VM itself still there?
                 live["l0_alive"] = _l0_alive(live)
@@ -328,6 +357,8 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
     except KeyboardInterrupt:
         interrupted = True
         error = XenrigError("interrupted by the user (Ctrl-C); everything started was stopped")
+    except OSError as exc:
+        error = _disk_full(exc, run_dir) or _internal(exc, run_dir)
     except Exception as exc:   # noqa: BLE001 - a harness bug must not leave the checks that passed as a PASS
         error = _internal(exc, run_dir)
     finally:
@@ -357,7 +388,7 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
         try:
             report.write(rep)
         except Exception as exc:  # noqa: BLE001 - the report writer failing is ours, and must say so
-            error = _internal(exc, run_dir)
+            error = (_disk_full(exc, run_dir) if isinstance(exc, OSError) else None) or _internal(exc, run_dir)
             rep.outcome = verdict = ERROR if verdict != FAIL else FAIL
             rep.error = {"kind": error.kind, "message": error.paragraph()}
             with contextlib.suppress(Exception):

@@ -52,6 +52,10 @@ def test_guest_kernel_log_is_read_from_the_subject_on():
 class _Session:
     armed = True
     failure = None
+    drains = 0
+
+    def drain(self):
+        type(self).drains += 1
 
     def __init__(self, run_dir: Path, events: list[dict], stats=None):
         self.run_dir = run_dir

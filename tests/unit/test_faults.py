@@ -53,3 +53,22 @@ def test_the_watch_sees_qemu_gone(tmp_path):
     child.wait()
     assert watch() == "the L0 VM's QEMU is gone"
     assert deathwatch.DeathWatch(serial, None, every_s=0)() is None   # no pid known: the console only
+
+
+def test_disk_full_refuses_anything_but_a_small_tmpfs(tmp_path):
+    mount, fstype = faults._mount_of(tmp_path)
+    assert tmp_path.resolve().as_posix().startswith(mount)
+    with pytest.raises(UsageError) as exc:     # the test's folder is no small tmpfs
+        faults._fill(tmp_path)
+    assert "only a tmpfs" in exc.value.paragraph()
+    assert not (tmp_path / ".xr-fault-fill").exists()
+
+
+def test_no_space_is_the_machines_trouble_not_a_harness_bug(tmp_path):
+    import errno
+
+    from harness import runner
+
+    err = runner._disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert err is not None and err.kind == "infrastructure" and str(tmp_path) in err.paragraph()
+    assert runner._disk_full(OSError(errno.EACCES, "Permission denied"), tmp_path) is None

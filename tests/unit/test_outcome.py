@@ -69,6 +69,7 @@ class _Xen:
 
     class ssh:  # noqa: N801 - stands in for SshSession's counters
         reconnects, transport_events = 1, ["Mismatched MAC"]
+        dead = staticmethod(lambda: None)    # the death watch saw nothing
 
 
 @contextlib.contextmanager
@@ -163,3 +164,5 @@ def test_a_divergence_captured_before_dom0_died_is_judged_and_stands(tmp_path, m
     assert rep["headline"].startswith("FAIL; then the run errored:")
     assert rep["error"]["after_subject"] == "xen_blkfront"
     assert rep["info"]["trace"]["complete"] is False
+    # Not known dead: the capture was drained once more before the teardown.
+    assert rep["info"]["trace"]["events"] == len(_events("gnt.regrant-active.fail.jsonl")) and _Session.drains == 1
