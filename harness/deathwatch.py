@@ -1,8 +1,12 @@
 """Knowing at once that the nested stack is dead, instead of waiting out a
 timeout on a connection that will never answer: Xen's and dom0's console
 (the L0 serial log, a local file) says when dom0 or Xen crashed, and QEMU's
-pid says when the L0 VM itself is gone.  harness.host.ssh and the guest
-relay ask this between reads, about once a second; a `None` means alive.
+pid says when the L0 VM itself is gone, and libvirt says when QEMU stopped
+it on an I/O error (the run folder's disk is full: the dom0 overlay cannot
+grow).  harness.host.ssh, the guest relay and the dom0 grant agent ask
+this between reads, about once a second; a `None` means alive.  `cause`
+tells whose end it is: "stack" (Xen or dom0 crashed: maybe the subject's
+doing) or "l0" (the L0 VM itself: never the subject's).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Callable
 
 # Lines after which dom0 will never answer again.
 DEATH = re.compile(r"Hardware Dom0 crashed.*|Hardware Dom0 shutdown.*|Panic on CPU \d+.*"
@@ -43,10 +48,12 @@ def alive(pid: int | None) -> bool:
 
 
 class DeathWatch:
-    def __init__(self, serial: Path, qemu_pid: int | None, every_s: float = 1.0):
+    def __init__(self, serial: Path, qemu_pid: int | None, every_s: float = 1.0,
+                 stopped: Callable[[], str | None] = lambda: None):
         """`qemu_pid`: None when it could not be found; then only the
-        console is watched."""
-        self.serial, self.qemu_pid, self.every_s = serial, qemu_pid, every_s
+        console is watched.  `stopped()`: why the VM is stopped, if it is."""
+        self.serial, self.qemu_pid, self.every_s, self.stopped = serial, qemu_pid, every_s, stopped
+        self.cause: str | None = None
         self._pos = self._size()    # only what comes after the watch began
         self._carry = ""
         self._last = 0.0
@@ -76,8 +83,26 @@ class DeathWatch:
         whole, _, self._carry = text.rpartition("\n")
         m = DEATH.search(whole)
         if m:
-            self.verdict = f"the L0 serial console says: {m.group(0).strip()[:200]}"
-            return self.verdict
-        if self.qemu_pid is not None and not alive(self.qemu_pid):
-            self.verdict = "the L0 VM's QEMU is gone"
+            self.verdict, self.cause = f"the L0 serial console says: {m.group(0).strip()[:200]}", "stack"
+        elif self.qemu_pid is not None and not alive(self.qemu_pid):
+            self.verdict, self.cause = "the L0 VM's QEMU is gone", "l0"
+        else:
+            why = self.stopped()
+            if why:
+                self.verdict, self.cause = why, "l0"
         return self.verdict
+
+
+def libvirt_stopped(domain) -> Callable[[], str | None]:
+    """Why libvirt says `domain` is stopped on an error, else None."""
+    import libvirt
+
+    def stopped() -> str | None:
+        try:
+            state, reason = domain.state()
+        except libvirt.libvirtError:
+            return None
+        if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_IOERROR:
+            return "QEMU stopped the L0 VM on a disk I/O error (is the disk of the run folder full?)"
+        return None
+    return stopped

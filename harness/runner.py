@@ -229,8 +229,10 @@ def judge_capture(session: CaptureSession, steps: StepRunner | None, timeline: T
 
 
 def _l0_alive(live: dict) -> bool:
-    """The nested stack's QEMU still runs (a real Xen host, or a pid not
-    found: assumed so)."""
+    """The nested stack's QEMU still runs and was not stopped under it (a
+    real Xen host, or a pid not found: assumed so)."""
+    if getattr(live.get("watch"), "cause", None) == "l0":
+        return False
     return live.get("qemu_pid") is None or deathwatch.alive(live["qemu_pid"])
 
 
@@ -302,7 +304,8 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                 # From here on a crashed dom0 or Xen, or a vanished QEMU, ends
                 # every wait on dom0 at once instead of at its timeout.
                 live["qemu_pid"] = deathwatch.l0_qemu_pid(xen.machine)
-                xen.ssh.dead = deathwatch.DeathWatch(xen.machine.serial.path, live["qemu_pid"])
+                xen.ssh.dead = live["watch"] = deathwatch.DeathWatch(
+                    xen.machine.serial.path, live["qemu_pid"], stopped=deathwatch.libvirt_stopped(xen.machine.domain))
             canary.start_dom0(xen)
             try:
                 with guest_with_modules(xen, scenario, built_modules, timeline, run_dir, info,
@@ -378,7 +381,9 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
         error_info = None
         if error is not None:
             error_info = {"kind": error.kind, "message": error.paragraph()}
-            if "subject" in info and not interrupted and live.get("l0_alive", True):
+            # The watch may see the L0 VM's end only in the teardown: ask it now.
+            l0_fine = live.get("l0_alive", True) and getattr(live.get("watch"), "cause", None) != "l0"
+            if "subject" in info and not interrupted and l0_fine:
                 # A dom0 or transport failure after the driver under test was
                 # loaded may be the driver's doing: product-suspect.  Not when
                 # the L0 VM itself (QEMU) is gone: the guest cannot do that.

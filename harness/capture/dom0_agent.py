@@ -9,6 +9,7 @@ of the trace but their results are returned to the caller.
 from __future__ import annotations
 
 import json
+import select
 import time
 
 from harness.errors import InfraError, StageTimeout
@@ -69,9 +70,12 @@ class AgentSession:
 
     def __init__(self, xen: XenHost, timeout_s: float = 1800):
         self.chan = xen.ssh.stream(f"python3 {AGENT_DIR}/gntagent.py", timeout_s)
+        self.dead = xen.ssh.dead
         self._buf = b""
 
     def _line(self, timeout_s: float) -> str | None:
+        """Blocks in select() on the channel (QEMU needs the CPU more than a
+        poll loop), waking each second to ask whether dom0 is dead."""
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self._buf:
             if self.chan.recv_ready():
@@ -79,9 +83,13 @@ class AgentSession:
                 continue
             if self.chan.exit_status_ready() and not self.chan.recv_ready():
                 return None
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise StageTimeout(f"the dom0 grant agent gave no answer within {timeout_s:.0f}s")
-            time.sleep(0.005)
+            died = self.dead()
+            if died:
+                raise InfraError(f"the dom0 grant agent cannot answer: {died}")
+            select.select([self.chan], [], [], min(left, 1.0))
         line, self._buf = self._buf.split(b"\n", 1)
         return line.decode(errors="replace")
 

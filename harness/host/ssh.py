@@ -119,7 +119,8 @@ class SshSession:
     @property
     def client(self) -> paramiko.SSHClient:
         if self._client is None:
-            raise InfraError(f"not connected to {self.label}")
+            died = self.dead()
+            raise InfraError(f"not connected to {self.label}" + (f": {died}" if died else ""))
         return self._client
 
     # -- commands ---------------------------------------------------------

@@ -72,3 +72,19 @@ def test_no_space_is_the_machines_trouble_not_a_harness_bug(tmp_path):
     err = runner._disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
     assert err is not None and err.kind == "infrastructure" and str(tmp_path) in err.paragraph()
     assert runner._disk_full(OSError(errno.EACCES, "Permission denied"), tmp_path) is None
+
+
+def test_a_vm_stopped_on_an_io_error_is_the_l0s_end_not_the_stacks(tmp_path):
+    serial = tmp_path / "serial-l0.log"
+    serial.write_text("")
+    why = []
+    watch = deathwatch.DeathWatch(serial, os.getpid(), every_s=0, stopped=lambda: why[0] if why else None)
+    assert watch() is None and watch.cause is None
+    why.append("QEMU stopped the L0 VM on a disk I/O error")
+    assert watch() == why[0] and watch.cause == "l0"
+    serial.write_text("(XEN) Hardware Dom0 crashed: rebooting machine in 5 seconds.\n")
+    crashed = deathwatch.DeathWatch(serial, os.getpid(), every_s=0)
+    assert crashed() is None            # it was there before the watch began
+    with open(serial, "a") as fh:
+        fh.write("(XEN) Panic on CPU 0:\n")
+    assert crashed() and crashed.cause == "stack"
