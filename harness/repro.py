@@ -89,7 +89,10 @@ def judge(outcome: RunOutcome, sig: ReproSignature) -> ReproVerdict:
         evidence += _log_matches(sig.guest_log, {"guest console": _read(run_dir / "xenrig-guest-console.log"),
                                                  "guest dmesg": _read(run_dir / "guest-dmesg.txt")})[:10]
     if sig.xen_log:
-        evidence += _log_matches(sig.xen_log, {"xl dmesg": _read(run_dir / "xl-dmesg.txt")})[:10]
+        # Xen's console on the L0 serial line survives a dom0 that died before
+        # `xl dmesg` could be read.
+        evidence += _log_matches(sig.xen_log, {"xl dmesg": _read(run_dir / "xl-dmesg.txt"),
+                                               "Xen console": _read(run_dir / "serial-l0.log")})[:10]
     if corrupted(checks):
         # The stack damaged data: a matching signature may be the damage's.
         why = [f"{c.id}: {c.message}" for c in checks if c.extra.get("kind") == "corruption"]

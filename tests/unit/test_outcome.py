@@ -166,3 +166,48 @@ def test_a_divergence_captured_before_dom0_died_is_judged_and_stands(tmp_path, m
     assert rep["info"]["trace"]["complete"] is False
     # Not known dead: the capture was drained once more before the teardown.
     assert rep["info"]["trace"]["events"] == len(_events("gnt.regrant-active.fail.jsonl")) and _Session.drains == 1
+
+
+@contextlib.contextmanager
+def _healthy_host(*a, **k):
+    yield _Xen(), None
+
+
+def _raise(exc):
+    def fail(*a, **k):
+        raise exc
+    return fail
+
+
+@pytest.mark.parametrize("where", ["check", "report writer"])
+def test_a_harness_bug_anywhere_is_an_internal_error_never_a_pass(tmp_path, monkeypatch, where):
+    """A check that raises, or the report writer: exit 3, the traceback in
+    the run folder, and no PASS left standing from the checks before."""
+    smoke = [CheckResult("xen.hvm-enabled", PASS, "")]
+    _fake_stack(monkeypatch, _healthy_host, _guest, dom0_canary=PASS, smoke=smoke)
+    if where == "check":
+        monkeypatch.setattr(runner.smoke, "run", _raise(ZeroDivisionError("in a check")))
+    else:
+        monkeypatch.setattr(runner.report, "write", _raise(ValueError("in the writer")))
+    result = runner.run_scenario(Scenario(name="t"), HostConfig(), run_dir=tmp_path)
+    assert result.outcome == "ERROR" and result.exit_code == 3
+    assert "Error: in " in (tmp_path / "internal-error.txt").read_text()
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["outcome"] == "ERROR"
+    if where == "report writer":
+        assert rep["complete"] is False and rep["error"]["kind"] == "internal"
+
+
+def test_a_model_that_raises_is_an_internal_error(tmp_path, monkeypatch):
+    from test_aftermath import _events, _Session
+
+    @contextlib.contextmanager
+    def guest_with_capture(xen, scenario, built, timeline, run_dir, info, live=None, **k):
+        session = live["session"] = _Session(run_dir, _events("gnt.regrant-active.pass.jsonl"))
+        yield None, session
+
+    _fake_stack(monkeypatch, _healthy_host, guest_with_capture, dom0_canary=PASS, smoke=[])
+    monkeypatch.setattr(runner, "judge_capture", _raise(RecursionError("the model blew its stack")))
+    result = runner.run_scenario(Scenario(name="t"), HostConfig(), run_dir=tmp_path)
+    assert result.outcome == "ERROR" and result.exit_code == 3
+    assert "RecursionError" in json.loads((tmp_path / "report.json").read_text())["error"]["message"]

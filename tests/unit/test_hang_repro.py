@@ -1,0 +1,121 @@
+"""The hang watchdog (capture.hang.examine) and repro's judgement
+(repro.judge) over fakes of the host and of a finished run: the exception
+paths the issue names included."""
+
+import struct
+
+import pytest
+
+from harness import repro
+from harness.capture import hang
+from harness.checks.result import CheckResult
+from harness.config.schema import ReproSignature
+from harness.errors import InfraError
+from harness.host.ssh import Result
+from harness.report import RunReport
+from harness.runner import RunOutcome
+
+
+class _Host:
+    """dom0 as the watchdog sees it: xenstore, blkback's counters, sysrq."""
+
+    def __init__(self, counters):
+        self.counters = list(counters)    # wr_req of each successive sample
+        self.samples = 0
+        self.commands = []
+
+    def run(self, command, timeout_s=None, **k):
+        self.commands.append(command)
+        if command.startswith("xenstore-read") and command.endswith("/backend"):
+            out = "/local/domain/0/backend/vbd/3/51712\n"
+        elif command.startswith("xenstore-read") and "ring-ref" in command:
+            out = "8\n"
+        elif command.startswith("xenstore-read"):
+            out = "4\n"                  # XenbusStateConnected
+        elif "statistics" in command:
+            out = f"rd_req:0\nwr_req:{self.counters[min(self.samples, len(self.counters) - 1)]}\n"
+            self.samples += 1
+        else:
+            out = ""
+        return Result(command, 0, out, "", 0.0, out.encode())
+
+
+class _Guest:
+    domid = 3
+    name = "xenrig-guest"
+
+    def console(self):
+        return "task:xr-io state:D\n"
+
+
+@pytest.fixture
+def ring(monkeypatch):
+    """The shared ring's indices, as the dom0 agent reads the ring page."""
+    indices = {"value": (1, 1, 0, 1)}     # req_prod, req_event, rsp_prod, rsp_event
+
+    def read_grant(xen, ops, timeout_s=None):
+        return [{"ok": True, "hex": struct.pack("<4I", *indices["value"]).hex()}]
+
+    monkeypatch.setattr(hang.dom0_agent, "run", read_grant)
+    monkeypatch.setattr(hang.time, "sleep", lambda s: None)
+    return indices
+
+
+def test_nothing_moving_with_a_request_outstanding_is_a_hang_and_names_the_missed_notify(ring):
+    host = _Host([5, 5])
+    report = hang.examine(host, _Guest(), ["xvda"], interval_s=0)
+    assert report.stuck
+    assert "1 request(s) pushed and not answered" in report.summary and "a notify was due" in report.summary
+    assert any(c.startswith("xl sysrq 3 w") for c in host.commands)   # the guest's blocked tasks, as evidence
+
+
+def test_a_ring_that_moves_is_not_stuck(ring):
+    report = hang.examine(_Host([5, 9]), _Guest(), ["xvda"], interval_s=0)
+    assert not report.stuck and "made progress" in report.summary
+
+
+def test_an_idle_connected_ring_is_not_stuck(ring):
+    ring["value"] = (4, 5, 4, 5)
+    report = hang.examine(_Host([5, 5]), _Guest(), ["xvda"], interval_s=0)
+    assert not report.stuck and "no request outstanding" in report.summary
+
+
+def _outcome(tmp_path, outcome, checks, info=None, error=None):
+    rep = RunReport("repro", outcome, tmp_path, 0.0, 1.0, [], checks, info=info or {})
+    return RunOutcome(outcome, rep, error)
+
+
+def test_repro_reproduced_by_the_models_rule_even_when_the_run_errored_after(tmp_path):
+    div = {"rule": "blkif.seg-grant", "seq": 11, "message": "gref 10 is not granted", "event": {"kind": "blkif.req"}}
+    checks = [CheckResult("trace.model", "FAIL", "first divergence", extra={"rule": "blkif.seg-grant"}),
+              CheckResult("harness", "ERROR", "dom0: the SSH connection failed")]
+    out = _outcome(tmp_path, "FAIL", checks, info={"verdict": {"divergence": div}},
+                   error=InfraError("dom0: the SSH connection failed"))
+    v = repro.judge(out, ReproSignature(rule="blkif.seg-grant"))
+    assert v.verdict == repro.REPRODUCED and any("seq 11" in e for e in v.evidence)
+
+
+def test_repro_that_could_not_judge_is_an_infrastructure_error(tmp_path):
+    out = _outcome(tmp_path, "ERROR", [CheckResult("harness", "ERROR", "boot failed")], error=InfraError("boot failed"))
+    v = repro.judge(out, ReproSignature(rule="blkif.seg-grant"))
+    assert v.verdict == repro.INFRA and "boot failed" in v.evidence[0]
+
+
+def test_repro_never_believes_a_match_on_a_stack_that_corrupted_data(tmp_path):
+    checks = [CheckResult("trace.model", "FAIL", "x", extra={"rule": "blkif.seg-grant"}),
+              CheckResult("stack.dom0-canary", "ERROR", "damaged", extra={"kind": "corruption"})]
+    v = repro.judge(_outcome(tmp_path, "ERROR", checks), ReproSignature(rule="blkif.seg-grant"))
+    assert v.verdict == repro.INFRA and "(would have matched" in v.evidence[-1]
+
+
+def test_repro_reads_xens_console_when_dom0_died_before_xl_dmesg(tmp_path):
+    (tmp_path / "serial-l0.log").write_text("(XEN) Assertion 'pg->count_info & PGC_allocated' failed at grant_table.c:1520\n")
+    out = _outcome(tmp_path, "ERROR", [CheckResult("harness", "ERROR", "dom0 lost")], error=InfraError("dom0 lost"))
+    v = repro.judge(out, ReproSignature(xen_log=r"Assertion .* failed at grant_table"))
+    assert v.verdict == repro.REPRODUCED and v.evidence[0].startswith("Xen console")
+
+
+def test_repro_not_reproduced_says_what_did_happen(tmp_path):
+    v = repro.judge(_outcome(tmp_path, "PASS", [CheckResult("trace.model", "PASS", "all fine")]),
+                    ReproSignature(hang=True))
+    assert v.verdict == repro.NOT_REPRODUCED and "signature did not appear" in v.evidence[0]
