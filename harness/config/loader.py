@@ -26,7 +26,8 @@ class _Ctx:
 
     def fail(self, node: yaml.Node | None, key: str, problem: str, hint: str = "") -> ConfigError:
         where = str(self.path)
-        if node is not None:
+        # An empty file's mapping was made here, with no position in the file.
+        if node is not None and node.start_mark is not None:
             where += f":{node.start_mark.line + 1}"
         key_part = f" key '{key}':" if key else ""
         return ConfigError(f"{where}:{key_part} {problem}", hint=hint)

@@ -60,6 +60,14 @@ def test_syntax_error_gives_line(tmp_path):
     assert f"{p}:" in ei.value.paragraph() and "not valid YAML" in ei.value.paragraph()
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_an_empty_file_says_what_is_missing(tmp_path, text):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as ei:
+        config.load_scenario(p)
+    assert ei.value.paragraph().startswith(f"{p}: key 'name': is required but missing")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="no such configuration file"):
         config.load_scenario(tmp_path / "nope.yaml")
