@@ -76,8 +76,8 @@ def judge_partial(session, steps, info: dict, why: str) -> list[CheckResult]:
     with the steps' own expectations for the steps that got a result."""
     if session is None or not session.armed:
         return steps.judge({}, None) if steps is not None else []
-    lost = session.failure or (session.stats.get("dropped") not in (None, "", "0") and
-                               f"the tracer dropped {session.stats.get('dropped')} records")
+    dropped = session.stats.get("dropped") or getattr(session, "dropped_seen", None)
+    lost = session.failure or (dropped not in (None, "", "0") and f"the tracer dropped {dropped} records")
     if lost:
         # A trace with a hole could diverge where the subject did nothing wrong.
         return (steps.judge({}, None) if steps is not None else []) + [
@@ -88,15 +88,20 @@ def judge_partial(session, steps, info: dict, why: str) -> list[CheckResult]:
     verdict, expectations = stepwise.judge(header, events, name=path.name)
     info["trace"] = {"path": path.name, "events": len(events), "complete": False, "kinds": verdict.kinds}
     info["verdict"] = {k: v for k, v in verdict.to_dict().items() if k not in ("series", "ledger")}
-    results = steps.judge(expectations, verdict.divergence) if steps is not None else []
+    results = (steps.judge(expectations, verdict.divergence, cannot_judge=verdict.outcome == ERROR)
+               if steps is not None else [])
     d = verdict.divergence
-    if d is not None:
+    if verdict.outcome == FAIL and d is not None:
         results.append(CheckResult(
             "trace.model", FAIL,
             f"first divergence at seq {d.seq}: {d.rule}: {d.message} (in the {len(events)} events captured "
             f"before the run broke)",
             json.dumps({"event": d.event, "state": d.state, "before": d.before}, indent=1, default=str),
             expected=str(d.expected), actual=str(d.actual), extra={"rule": d.rule, "complete": False}))
+    elif verdict.outcome == ERROR:
+        # The model could not judge (a path it does not cover): no verdict either way.
+        results.append(CheckResult("trace.model", ERROR, verdict.error or (d.message if d else "the model could "
+                                   "not judge the trace"), extra={"complete": False}))
     else:
         results.append(CheckResult(
             "trace.model", ERROR,

@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-# Lines after which dom0 will never answer again.
-DEATH = re.compile(r"Hardware Dom0 crashed.*|Hardware Dom0 shutdown.*|Panic on CPU \d+.*"
-                   r"|^(?!\(d\d+\)).*Kernel panic - not syncing.*", re.M)
+from harness.checks import crash
+
+# Lines after which dom0 will never answer again (unless a guest wrote them
+# through Xen's debug port: crash.GUEST_DEBUG lines are skipped).
+DEATH = re.compile(r"Hardware Dom0 crashed.*|Hardware Dom0 shutdown.*|Panic on CPU \d+.*|Kernel panic - not syncing.*")
 
 
 def l0_qemu_pid(machine) -> int | None:
@@ -65,11 +67,12 @@ class DeathWatch:
         except OSError:
             return 0
 
-    def __call__(self) -> str | None:
+    def __call__(self, force: bool = False) -> str | None:
+        """`force`: look now, whenever the last look was."""
         if self.verdict is not None:
             return self.verdict
         now = time.monotonic()
-        if now - self._last < self.every_s:
+        if not force and now - self._last < self.every_s:
             return None
         self._last = now
         try:
@@ -81,7 +84,8 @@ class DeathWatch:
         self._pos += len(data)
         text = self._carry + data.decode(errors="replace")
         whole, _, self._carry = text.rpartition("\n")
-        m = DEATH.search(whole)
+        m = next((m for m in map(DEATH.search, whole.split("\n"))
+                  if m and not crash.GUEST_DEBUG.match(m.string)), None)
         if m:
             self.verdict, self.cause = f"the L0 serial console says: {m.group(0).strip()[:200]}", "stack"
         elif self.qemu_pid is not None and not alive(self.qemu_pid):
@@ -95,7 +99,7 @@ class DeathWatch:
 
 def libvirt_stopped(domain) -> Callable[[], str | None]:
     """Why libvirt says `domain` is stopped on an error, else None."""
-    import libvirt
+    from harness.machine._libvirt import libvirt
 
     def stopped() -> str | None:
         try:

@@ -64,6 +64,12 @@ class InfraError(XenrigError):
     """Image build, boot, SSH, or a tool failed: not the subject under test."""
 
 
+class DiskFull(InfraError):
+    """No space where the run writes: the machine's trouble, never the
+    subject's, and no bug of the harness."""
+    kind = "disk-full"
+
+
 class TransportError(InfraError):
     """The SSH stream to dom0 broke (a MAC error, a reset, EOF) while a
     command ran: the command may or may not have taken effect in dom0."""

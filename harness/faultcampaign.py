@@ -135,13 +135,15 @@ def _broken_run(case: Case, out: Path) -> RunSeen:
     where.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={case.tmpfs_mib}m,mode=0755", "xenrig-fault", str(where)],
                    check=True, timeout=30)
+    kept = out / "broken"
     try:
         seen = run(where, case.fault)
     finally:
         # What the run managed to write is the evidence; the tmpfs goes.
-        kept = out / "broken"
-        shutil.copytree(where, kept, ignore=shutil.ignore_patterns(".xr-fault-fill", "*.qcow2"))
-        subprocess.run(["umount", str(where)], check=False, timeout=60)
+        try:
+            shutil.copytree(where, kept, ignore=shutil.ignore_patterns(".xr-fault-fill", "*.qcow2"))
+        finally:
+            subprocess.run(["umount", str(where)], check=False, timeout=60)
     seen.run_dir = kept
     return seen
 

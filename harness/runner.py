@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import logging
+import shlex
 import time
 import traceback
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from harness.check import stepwise
 from harness.checks.result import ERROR, FAIL, PASS, CheckResult, overall
 from harness.config import HostConfig, Scenario
 from harness.capture import hang
-from harness.errors import HangDetected, InfraError, InternalError, XenrigError
+from harness.errors import DiskFull, HangDetected, InfraError, InternalError, XenrigError
 from harness.guest import modules as guest_modules
 from harness.host import XenHost
 from harness.machine import tools as host_tools
@@ -57,7 +58,7 @@ def _disk_full(exc: OSError, run_dir: Path) -> XenrigError | None:
     """No space where the run writes: the machine's trouble, not a bug."""
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
         return None
-    return InfraError(f"no space left where the run writes its files ({run_dir}): {exc.strerror}",
+    return DiskFull(f"no space left where the run writes its files ({run_dir}): {exc.strerror}",
                       hint="Free space there (old runs: runs/) or give --run-dir another filesystem; "
                            "what was written before is kept")
 
@@ -174,10 +175,7 @@ def hang_watch(xen: XenHost, g: guest.HvmGuest, vdevs: list[str], doing: str) ->
     except HangDetected:
         raise
     except XenrigError as exc:
-        try:
-            gone = not g.exists()
-        except XenrigError:
-            gone = False
+        gone = _guest_gone(xen, g)
         if gone:
             # A guest that died (crashed, destroyed) is not a stuck ring; its
             # console says why (aftermath's guest.kernel-log).
@@ -208,7 +206,7 @@ def judge_capture(session: CaptureSession, steps: StepRunner | None, timeline: T
         (session.run_dir / "model-state.json").write_text(json.dumps(
             {"series": full.pop("series", None), "ledger": full.pop("ledger", None)}, default=str))
         info["verdict"] = full
-        results = steps.judge(expectations, verdict.divergence) if steps else []
+        results = steps.judge(expectations, verdict.divergence, cannot_judge=verdict.outcome == ERROR) if steps else []
         guest_events = sum(1 for e in events if e.src == "guest")
         if verdict.outcome == "PASS" and not guest_events:
             # A capture that recorded nothing of the guest cannot vouch for it.
@@ -217,21 +215,37 @@ def judge_capture(session: CaptureSession, steps: StepRunner | None, timeline: T
         elif verdict.outcome == "PASS":
             results.append(CheckResult("trace.model", PASS, f"the model accepts all {len(events)} events of the trace",
                                        f"kinds: {dict(sorted(verdict.kinds.items()))}" if verdict.kinds else ""))
-        elif verdict.divergence is not None:
+        elif verdict.outcome == FAIL and verdict.divergence is not None:
             d = verdict.divergence
             results.append(CheckResult("trace.model", FAIL, f"first divergence at seq {d.seq}: {d.rule}: {d.message}",
                                        json.dumps({"event": d.event, "state": d.state, "before": d.before}, indent=1,
                                                   default=str),
                                        expected=str(d.expected), actual=str(d.actual), extra={"rule": d.rule}))
         else:
-            results.append(CheckResult("trace.model", ERROR, verdict.error or "the model could not judge the trace"))
+            # ERROR: a path the model does not cover (Unsupported) is no verdict, never a FAIL.
+            d = verdict.divergence
+            results.append(CheckResult("trace.model", ERROR, verdict.error or (d.message if d is not None else
+                                       "the model could not judge the trace")))
     return results
+
+
+def _guest_gone(xen: XenHost, g: guest.HvmGuest) -> bool:
+    """xl says the guest's domain does not exist (a failing or slow xl, or a
+    busy dom0, is no proof of that)."""
+    try:
+        res = xen.run(f"xl domid {shlex.quote(g.name)}", timeout_s=30)
+    except XenrigError:
+        return False
+    return res.exit_status == 1 and "does not exist" in (res.stdout + res.stderr)
 
 
 def _l0_alive(live: dict) -> bool:
     """The nested stack's QEMU still runs and was not stopped under it (a
     real Xen host, or a pid not found: assumed so)."""
-    if getattr(live.get("watch"), "cause", None) == "l0":
+    watch = live.get("watch")
+    if watch is not None:
+        watch(force=True)
+    if getattr(watch, "cause", None) == "l0":
         return False
     return live.get("qemu_pid") is None or deathwatch.alive(live["qemu_pid"])
 
@@ -241,14 +255,14 @@ def _last_drain(live: dict) -> None:
     if session is None or live.get("judged") or live["xen"].ssh.dead():
         return
     try:
-        session.drain()
+        session.drain(timeout_s=30)
     except XenrigError as exc:
         log.info("the last drain of a broken run failed: %s", exc)
 
 
 def _judge_broken(live: dict, info: dict, why: str) -> list[CheckResult]:
     """The run broke before judge_capture ran: judge what was captured."""
-    if live.get("judged") and "trace" in info:
+    if live.get("judge_done") or (live.get("judged") and "trace" in info):
         return []
     if "session" not in live and "steps" not in live:
         return []
@@ -331,6 +345,7 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                         for r in judge_capture(session, steps, timeline, info):
                             note(r)
                             results.append(r)
+                        live["judge_done"] = True
                         if steps is not None and steps.hang is not None:
                             results.append(CheckResult("hang", FAIL, steps.hang.message, steps.hang.evidence))
                             note(results[-1])
@@ -366,7 +381,11 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
         error = _internal(exc, run_dir)
     finally:
         if "xen" in live and not interrupted:
-            for r in aftermath.crash_checks(live["xen"], run_dir, info, live.get("guest_name")):
+            try:
+                crashes = aftermath.crash_checks(live["xen"], run_dir, info, live.get("guest_name"))
+            except Exception as exc:  # noqa: BLE001 - reading the logs must not hide the run's results
+                crashes = [CheckResult("stack.crash", ERROR, f"the consoles could not be read: {exc}")]
+            for r in crashes:
                 timeline.note(f"{r.outcome} {r.id}: {r.message}")
                 results.append(r)
         if error is not None:
@@ -376,14 +395,19 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
             results.append(CheckResult("harness", ERROR, where + error.paragraph(), extra={"kind": error.kind}))
         verdict = overall(results)
         if verdict != PASS and "xen" in live:
-            info["last_console"] = aftermath.last_console(live["xen"], run_dir, live.get("guest_name"),
-                                                          live.get("session"))
+            with contextlib.suppress(Exception):
+                info["last_console"] = aftermath.last_console(live["xen"], run_dir, live.get("guest_name"),
+                                                              live.get("session"))
         error_info = None
         if error is not None:
             error_info = {"kind": error.kind, "message": error.paragraph()}
             # The watch may see the L0 VM's end only in the teardown: ask it now.
-            l0_fine = live.get("l0_alive", True) and getattr(live.get("watch"), "cause", None) != "l0"
-            if "subject" in info and not interrupted and l0_fine:
+            watch = live.get("watch")
+            if watch is not None:
+                watch(force=True)
+            l0_fine = live.get("l0_alive", True) and getattr(watch, "cause", None) != "l0"
+            machine_trouble = error.kind in ("internal", "corruption", DiskFull.kind)
+            if "subject" in info and not interrupted and l0_fine and not machine_trouble:
                 # A dom0 or transport failure after the driver under test was
                 # loaded may be the driver's doing: product-suspect.  Not when
                 # the L0 VM itself (QEMU) is gone: the guest cannot do that.

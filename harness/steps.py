@@ -164,10 +164,11 @@ class StepRunner:
             rec.result["_exerciser_seq"] = rec.result.get("seq")
 
     # -- judging ---------------------------------------------------------------
-    def judge(self, expectations: dict, divergence) -> list[CheckResult]:
+    def judge(self, expectations: dict, divergence, cannot_judge: bool = False) -> list[CheckResult]:
         """One CheckResult per step: explicit expectations first, then the
         model's prediction for GNTTABOPs; a step after the model's first
-        divergence has no model judgement."""
+        divergence has no model judgement.  `cannot_judge`: that divergence
+        is a path the model does not cover, not a failure of the subject."""
         out = []
         div_seq = divergence.seq if divergence is not None else None
         exer_seq_to_trace = self._exerciser_seqs()
@@ -200,6 +201,10 @@ class StepRunner:
                     msg = f"rule {rule}: the scenario expected {want}, Xen answered {GNTST_NAMES.get(got, got)}"
                 out.append(CheckResult(cid, FAIL, msg, evidence, rec.duration_s, expected=f"{key}={want_v}",
                                        actual=f"{key}={got}", extra={"rule": rule, "seq": seq}))
+                continue
+            if seq is not None and div_seq is not None and seq == div_seq and cannot_judge:
+                out.append(CheckResult(cid, SKIP, f"the model cannot judge from here: {divergence.message}",
+                                       evidence, rec.duration_s))
                 continue
             if seq is not None and div_seq is not None and seq == div_seq:
                 out.append(CheckResult(cid, FAIL, f"the model diverges here: {divergence.rule}: {divergence.message}",

@@ -72,6 +72,7 @@ class AgentSession:
         self.chan = xen.ssh.stream(f"python3 {AGENT_DIR}/gntagent.py", timeout_s)
         self.dead = xen.ssh.dead
         self._buf = b""
+        self._err = b""           # the agent's last stderr, for an error message
 
     def _line(self, timeout_s: float) -> str | None:
         """Blocks in select() on the channel (QEMU needs the CPU more than a
@@ -80,6 +81,10 @@ class AgentSession:
         while b"\n" not in self._buf:
             if self.chan.recv_ready():
                 self._buf += self.chan.recv(65536)
+                continue
+            if self.chan.recv_stderr_ready():
+                # Its stderr wakes select() too: read it, or the wait spins.
+                self._err = (self._err + self.chan.recv_stderr(65536))[-4096:]
                 continue
             if self.chan.exit_status_ready() and not self.chan.recv_ready():
                 return None
@@ -97,7 +102,9 @@ class AgentSession:
         self.chan.sendall((json.dumps(op) + "\n").encode())
         line = self._line(timeout_s)
         if line is None:
-            err = self.chan.recv_stderr(65536).decode(errors="replace") if self.chan.recv_stderr_ready() else ""
+            if self.chan.recv_stderr_ready():
+                self._err += self.chan.recv_stderr(65536)
+            err = self._err.decode(errors="replace")
             raise InfraError(f"the dom0 grant agent exited unexpectedly: {err.strip()[-400:]}")
         try:
             result = json.loads(line)

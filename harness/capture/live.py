@@ -26,6 +26,17 @@ EXERCISER_DIR = "/sys/kernel/debug/xenrig_gnttab"
 DEFAULT_MAX_GRANT_FRAMES = 64   # xl's default max_grant_frames for a domU (Xen 4.17)
 
 
+def _parse_stats(text: str) -> dict[str, str]:
+    """The tracer's stats file: `key: value` or `key=value` lines."""
+    stats = {}
+    for line in text.splitlines():
+        sep = "=" if "=" in line.split(":")[0] else ":"
+        if sep in line:
+            k, v = line.split(sep, 1)
+            stats[k.strip()] = v.strip()
+    return stats
+
+
 def _backend_kind(scenario: Scenario) -> str:
     kinds = {d.backend for d in scenario.guest.disks}
     if kinds == {"phy"}:
@@ -56,6 +67,7 @@ class CaptureSession:
         self.exerciser_events: dict[int, int] = {}   # exerciser log seq -> trace seq
         self.failure: str | None = None   # set once the capture lost data: never judged after that
         self.console_tail = ""            # the guest console's last lines at the last checkpoint
+        self.dropped_seen: str | None = None   # the tracer's drop counter at the last drain
 
     # -- arming --------------------------------------------------------------
     def tracer_params(self, blkfront: BuiltModule | None) -> dict[str, str]:
@@ -133,7 +145,7 @@ class CaptureSession:
             out.append(ev)
         return out
 
-    def drain(self) -> int:
+    def drain(self, timeout_s: float = 120) -> int:
         """Move what the guest recorded since the last drain into the trace."""
         from harness.capture import guest_trace
 
@@ -142,8 +154,15 @@ class CaptureSession:
         # dd with a 64 KiB buffer: the tracer hands out whole lines only and
         # refuses a read smaller than its next line (busybox cat reads 4 KiB).
         trace_cmd = f"dd if={TRACE_DIR}/trace bs=65536 2>/dev/null; " if self.armed else ""
-        res = self.guest.run(f"{trace_cmd}echo '=====xr'; cat {EXERCISER_DIR}/log 2>/dev/null", timeout_s=120)
-        trace_text, _, exer_text = res.stdout.partition("=====xr\n")
+        # The tracer's counters right after its records: a drop counts there
+        # at once, while its marker in the records waits for free space.
+        stats_cmd = f"; echo '=====xs'; cat {TRACE_DIR}/stats 2>/dev/null" if self.armed else ""
+        res = self.guest.run(f"{trace_cmd}echo '=====xr'; cat {EXERCISER_DIR}/log 2>/dev/null{stats_cmd}",
+                             timeout_s=timeout_s)
+        trace_text, _, rest = res.stdout.partition("=====xr\n")
+        exer_text, _, stats_text = rest.partition("=====xs\n")
+        if stats_text:
+            self.dropped_seen = _parse_stats(stats_text).get("dropped", self.dropped_seen)
         lines = [ln for ln in trace_text.splitlines() if ln.strip()]
         self.guest_lines += len(lines)
         if self.failure:
@@ -241,14 +260,8 @@ class CaptureSession:
         if not self.armed:
             return {}
         text = self.guest.run(f"cat {TRACE_DIR}/stats", timeout_s=30).stdout
-        stats = {}
-        for line in text.splitlines():
-            sep = "=" if "=" in line.split(":")[0] else ":"
-            if sep in line:
-                k, v = line.split(sep, 1)
-                stats[k.strip()] = v.strip()
         (self.run_dir / "tracer-stats.txt").write_text(text)
-        return stats
+        return _parse_stats(text)
 
     def finish(self) -> Path:
         """Close the agent (its clean-up unmaps are recorded), check the

@@ -171,7 +171,7 @@ def classify(run_dir: Path, *, note: str = "") -> Classification:
         # A configuration, patch or compile error happens again on a retry.
         return Classification(CONFIGURATION, f"{kind}: {message}", [f"{c['id']}: {_first_line(c.get('message', ''))}"
                                                                    for c in errors[:8]])
-    if error.get("after_subject") and kind not in ("internal", "corruption"):
+    if error.get("after_subject") and kind not in ("internal", "corruption", "disk-full"):
         return Classification(PRODUCT, f"product-suspect: after {error['after_subject']} was loaded: {message}",
                               [f"{c['id']}: {_first_line(c.get('message', ''))}" for c in errors[:8]] or [message])
     trouble = STAGE_TROUBLE.get(stage, stage) if stage else None

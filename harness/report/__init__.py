@@ -46,6 +46,10 @@ class RunReport:
         }
 
 
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() or c == "\t" else "?" for c in text)
+
+
 def summary_text(report: RunReport) -> str:
     lines = [f"{report.outcome} {report.scenario} ({report.duration_s:.1f}s)"]
     for c in report.checks:
@@ -55,7 +59,8 @@ def summary_text(report: RunReport) -> str:
         lines.append(f"  start: {start}")
     for source, text in (report.info.get("last_console") or {}).items():
         lines.append(f"  last lines of the {source} console:")
-        lines += [f"    {line}" for line in text.splitlines()[-8:]]
+        # Console text is the guest's: no escape sequence of its reaches a terminal.
+        lines += [f"    {_printable(line)}" for line in text.splitlines()[-8:]]
     lines.append("  stages: " + ", ".join(f"{s.name} {s.duration_s:.1f}s" for s in report.stages))
     return "\n".join(lines) + "\n"
 

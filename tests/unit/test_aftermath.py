@@ -3,6 +3,8 @@ subject loaded is a FAIL of the subject (harness.aftermath, checks.crash)."""
 
 from pathlib import Path
 
+import pytest
+
 from harness import aftermath
 from harness.capture.session import TraceAssembly
 from harness.checks import crash
@@ -52,12 +54,11 @@ def test_guest_kernel_log_is_read_from_the_subject_on():
 class _Session:
     armed = True
     failure = None
-    drains = 0
-
-    def drain(self):
-        type(self).drains += 1
+    def drain(self, timeout_s=120):
+        self.drains += 1
 
     def __init__(self, run_dir: Path, events: list[dict], stats=None):
+        self.drains = 0
         self.run_dir = run_dir
         self.stats = stats or {}
         self.assembly = TraceAssembly(policy="linux-6.1", backend="blkback", guest=1, backend_dom=0,
@@ -115,5 +116,46 @@ def test_an_error_after_the_subject_loaded_is_product_suspect_for_the_nightly(tm
     c = classify.classify(tmp_path)
     assert c.category == classify.PRODUCT and c.reason.startswith("product-suspect"), c.reason
     report["error"].pop("after_subject")
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert classify.classify(tmp_path).category == classify.INFRASTRUCTURE
+
+
+@pytest.mark.parametrize("line", [
+    "[ 50.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [xr-io:80]",   # a starved vCPU under TCG
+    "[ 50.1] BUG: workqueue lockup - pool cpus=0 node=0 flags=0x0 nice=0 stuck for 31s!",
+    "[ 50.1] traps: xr-io[80] general protection fault ip:401000 sp:7ffd error:0 in xr-io",  # a user process
+    "[ 50.1] INFO: task xr-io:80 blocked for more than 120 seconds.",
+])
+def test_timing_symptoms_and_user_faults_are_no_crash_of_the_subject(line, tmp_path):
+    assert crash.guest_check(line + "\n", 0, "xen_blkfront").outcome == PASS
+    serial = tmp_path / "serial-l0.log"
+    serial.write_text(line + "\n(d1) Panic on CPU 0: a guest's words on Xen's debug port\n")
+    assert crash.stack_check(serial, 0, "xen_blkfront").outcome == PASS
+    assert classify.KERNEL_TROUBLE.search(line)    # still evidence for the nightly's classifier
+
+
+def test_the_kernels_own_general_protection_fault_is_a_crash():
+    line = "[ 9.5] general protection fault, probably for non-canonical address 0xdead000000000100: 0000 [#1] SMP"
+    assert crash.guest_check(line, 0, "xen_blkfront").outcome == FAIL
+
+
+def test_a_path_the_model_does_not_cover_is_no_fail_in_a_partial_trace(tmp_path):
+    session = _Session(tmp_path, _events("model.unsupported.error.jsonl"))
+    (model,) = aftermath.judge_partial(session, None, {}, "the run errored")
+    assert model.outcome == ERROR and "v2" in model.message
+
+
+def test_a_drop_seen_at_the_last_drain_keeps_a_broken_run_unjudged(tmp_path):
+    session = _Session(tmp_path, _events("gnt.regrant-active.fail.jsonl"))
+    session.dropped_seen = "2"
+    (model,) = aftermath.judge_partial(session, None, {}, "the run errored")
+    assert model.outcome == ERROR and "dropped 2" in model.message
+
+
+def test_a_full_disk_after_the_subject_loaded_is_no_product_suspect(tmp_path):
+    import json
+
+    report = {"schema": "xenrig-run/1", "outcome": "ERROR", "complete": True, "checks": [], "stages": [],
+              "error": {"kind": "disk-full", "message": "no space left", "after_subject": "xen_blkfront"}}
     (tmp_path / "report.json").write_text(json.dumps(report))
     assert classify.classify(tmp_path).category == classify.INFRASTRUCTURE

@@ -55,10 +55,12 @@ def test_the_watch_sees_qemu_gone(tmp_path):
     assert deathwatch.DeathWatch(serial, None, every_s=0)() is None   # no pid known: the console only
 
 
-def test_disk_full_refuses_anything_but_a_small_tmpfs(tmp_path):
+def test_disk_full_refuses_anything_but_a_small_tmpfs(tmp_path, monkeypatch):
     mount, fstype = faults._mount_of(tmp_path)
     assert tmp_path.resolve().as_posix().startswith(mount)
-    with pytest.raises(UsageError) as exc:     # the test's folder is no small tmpfs
+    # Whatever /tmp is on this machine, the fill must never be tried here.
+    monkeypatch.setattr(faults, "_mount_of", lambda path: ("/", "ext4"))
+    with pytest.raises(UsageError) as exc:
         faults._fill(tmp_path)
     assert "only a tmpfs" in exc.value.paragraph()
     assert not (tmp_path / ".xr-fault-fill").exists()
@@ -70,7 +72,7 @@ def test_no_space_is_the_machines_trouble_not_a_harness_bug(tmp_path):
     from harness import runner
 
     err = runner._disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
-    assert err is not None and err.kind == "infrastructure" and str(tmp_path) in err.paragraph()
+    assert err is not None and err.kind == "disk-full" and str(tmp_path) in err.paragraph()
     assert runner._disk_full(OSError(errno.EACCES, "Permission denied"), tmp_path) is None
 
 
@@ -88,3 +90,13 @@ def test_a_vm_stopped_on_an_io_error_is_the_l0s_end_not_the_stacks(tmp_path):
     with open(serial, "a") as fh:
         fh.write("(XEN) Panic on CPU 0:\n")
     assert crashed() and crashed.cause == "stack"
+
+
+def test_what_a_guest_writes_through_xens_debug_port_kills_nothing(tmp_path):
+    serial = tmp_path / "serial-l0.log"
+    serial.write_text("")
+    watch = deathwatch.DeathWatch(serial, os.getpid(), every_s=0)
+    with open(serial, "a") as fh:
+        fh.write("(d1) Hardware Dom0 crashed: a hostile guest says so\n(d1) Panic on CPU 0:\n"
+                 "(d1) Kernel panic - not syncing: and this\n")
+    assert watch() is None and watch.cause is None

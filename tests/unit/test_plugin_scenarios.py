@@ -200,7 +200,7 @@ def test_one_run_per_file_even_for_one_selected_item(pytester, fake):
     ("name: bad\nguest: {memory_mib: lots}\n", "key 'guest.memory_mib': expected a whole number"),
     ("name: bad\nstepz: []\nguest: {}\n", "key 'stepz': is not a known setting. Did you mean 'steps'?"),
     ("name: bad\nsteps: [{name: x\n", "not valid YAML"),
-    ("", "the file is empty; a scenario needs at least 'name:'"),
+    ("", "key 'name': is required but missing"),     # an empty file
     ("guest: {}\n", "key 'name': is required but missing"),
 ])
 def test_a_bad_scenario_is_a_collection_error_in_one_paragraph(pytester, fake, text, says):
