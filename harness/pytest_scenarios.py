@@ -171,7 +171,9 @@ def judge(check_id: str, outcome) -> Judgement:
 
     results = outcome.report.checks
     mine = [r for r in results if r.id == check_id]
-    if corrupted(results) and not any(r.outcome != PASS for r in mine):
+    # A stack that corrupted data voids every result, a FAIL too (harness.outcome);
+    # the corruption check's own ERROR still reports itself below.
+    if corrupted(results) and not any(r.outcome == ERROR for r in mine):
         bad = next(r for r in results if r.outcome == ERROR and r.extra.get("kind") == CORRUPTION)
         return Judgement("error", f"xenrig ERROR: the stack corrupted data ({bad.id}: {bad.message}); nothing this "
                                   f"run saw is evidence\n{_report_line(outcome)}")

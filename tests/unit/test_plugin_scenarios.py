@@ -158,9 +158,10 @@ def test_a_run_that_crashes_errors_every_item(pytester, fake, monkeypatch):
     assert fake.calls == ["crash"]
 
 
-def test_corrupted_data_makes_every_pass_an_error(pytester, fake):
+def test_corrupted_data_makes_every_pass_and_fail_an_error(pytester, fake):
     results = _passing()
     results[-1] = CheckResult("stack.dom0-canary", ERROR, "the dom0 canary's pattern changed", extra={"kind": "corruption"})
+    results[0] = CheckResult(results[0].id, FAIL, "a FAIL seen on a stack that corrupts data is no evidence")
     fake.answers["demo"] = (results, None)
     rec = pytester.inline_run("scenarios/demo.yaml", "--xenrig-runs", str(pytester.path / "runs"))
     assert set(_outcomes(rec).values()) == {"error"}
