@@ -240,14 +240,15 @@ def _guest_gone(xen: XenHost, g: guest.HvmGuest) -> bool:
 
 
 def _l0_alive(live: dict) -> bool:
-    """The nested stack's QEMU still runs and was not stopped under it (a
-    real Xen host, or a pid not found: assumed so)."""
+    """The nested stack's QEMU still runs and was not stopped under it (the
+    watch checks both; a real Xen host has no watch: assumed so).  Asked
+    once, after the last wait on dom0 and before the teardown, which stops
+    QEMU itself."""
     watch = live.get("watch")
-    if watch is not None:
-        watch(force=True)
-    if getattr(watch, "cause", None) == "l0":
-        return False
-    return live.get("qemu_pid") is None or deathwatch.alive(live["qemu_pid"])
+    if watch is None:
+        return True
+    watch(force=True)
+    return watch.cause != "l0"
 
 
 def _last_drain(live: dict) -> None:
@@ -317,9 +318,9 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
             if xen.machine is not None:
                 # From here on a crashed dom0 or Xen, or a vanished QEMU, ends
                 # every wait on dom0 at once instead of at its timeout.
-                live["qemu_pid"] = deathwatch.l0_qemu_pid(xen.machine)
                 xen.ssh.dead = live["watch"] = deathwatch.DeathWatch(
-                    xen.machine.serial.path, live["qemu_pid"], stopped=deathwatch.libvirt_stopped(xen.machine.domain))
+                    xen.machine.serial.path, deathwatch.l0_qemu_pid(xen.machine),
+                    stopped=deathwatch.libvirt_stopped(xen.machine.domain))
             canary.start_dom0(xen)
             try:
                 with guest_with_modules(xen, scenario, built_modules, timeline, run_dir, info,
@@ -359,13 +360,13 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
                 _last_drain(live)
                 raise
             finally:
-                # Before anything tears it down: is the L0 VM itself still there?
-                live["l0_alive"] = _l0_alive(live)
                 r = canary.stop_dom0(xen)
                 timeline.note(f"{r.outcome} {r.id}: {r.message}")
                 results.append(r)
                 info["transport"] = {"reconnects": xen.ssh.reconnects, "events": xen.ssh.transport_events}
                 collect_xen_logs(xen, run_dir)
+                # Before anything tears it down: is the L0 VM itself still there?
+                live["l0_alive"] = _l0_alive(live)
     except HangDetected as exc:
         results.append(CheckResult("hang", FAIL, exc.message, exc.evidence))
         results += _judge_broken(live, info, "a hang was proven")
@@ -401,11 +402,8 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
         error_info = None
         if error is not None:
             error_info = {"kind": error.kind, "message": error.paragraph()}
-            # The watch may see the L0 VM's end only in the teardown: ask it now.
-            watch = live.get("watch")
-            if watch is not None:
-                watch(force=True)
-            l0_fine = live.get("l0_alive", True) and getattr(watch, "cause", None) != "l0"
+            # Not asked again here: the teardown has stopped QEMU by now.
+            l0_fine = live.get("l0_alive", True)
             machine_trouble = error.kind in ("internal", "corruption", DiskFull.kind)
             if "subject" in info and not interrupted and l0_fine and not machine_trouble:
                 # A dom0 or transport failure after the driver under test was
