@@ -4,7 +4,8 @@ conformance run, from the same model that judges the whole trace."""
 
 from __future__ import annotations
 
-from harness.check.replay import Checker, _Run
+from harness.check.checker import Checker
+from harness.check.replay import _Run
 from harness.check.verdict import PASS, Verdict
 from harness.model.gnttab import Expect
 from harness.trace import schema as s

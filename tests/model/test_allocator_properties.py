@@ -12,7 +12,7 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from harness.check.replay import Checker
+from harness.check.checker import Checker
 from harness.model.constants import GNTMAP_host_map, GNTMAP_readonly, GNTST_okay
 from harness.trace.schema import KINDS, DomainInfo, Header
 from tests.model.reference_gnttab import END, CAllocator

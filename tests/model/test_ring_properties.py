@@ -13,7 +13,7 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from harness.check.replay import Checker
+from harness.check.checker import Checker
 from harness.model.constants import BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, GNTTAB_LIST_END
 from harness.trace.schema import KINDS, DomainInfo, Header
 

@@ -1,0 +1,116 @@
+"""Xen's own view of a guest's grant table at a quiet point, held against
+the model: the debug-key dump of active entries (`xen.gnttab`)."""
+
+from __future__ import annotations
+
+from harness.model.constants import GNTPIN_writable_mask, GNTTAB_NR_RESERVED_ENTRIES, GTF_readonly, GTF_type_mask
+from harness.model.gnttab import GrantTable
+from harness.model.rules import Divergence
+from harness.model.state import REQUIRED_SOFT, ModelState
+from harness.trace import schema as s
+
+
+class XenView:
+    """Handlers of the xen.* events a quiet point adds."""
+
+    def __init__(self, state: ModelState):
+        self.state = state
+        self.hv = state.hv
+        self.guests = state.guests
+        self.exact_pins = state.exact_pins
+        self.purged = 0   # inferred mappings a dump showed gone
+
+    def handlers(self) -> dict:
+        return {
+            s.XenGnttab: self.on_dump,
+        }
+
+    def on_dump(self, ev: s.XenGnttab) -> None:
+        self.hv.add_domain(ev.rdom)
+        table = self.hv.table(ev.rdom)
+        if table.nr_frames is not None and ev.nr_frames != table.nr_frames:
+            raise Divergence("xen.dump.frames", f"Xen's table of d{ev.rdom} has {ev.nr_frames} frames; "
+                             f"the model has {table.nr_frames}", expected=table.nr_frames,
+                             actual=ev.nr_frames, state={"rdom": ev.rdom})
+        if table.max_frames is not None and ev.max_frames != table.max_frames:
+            raise Divergence("xen.dump.frames", f"Xen's table of d{ev.rdom} may grow to {ev.max_frames} "
+                             f"frames; the model has {table.max_frames}", expected=table.max_frames,
+                             actual=ev.max_frames, state={"rdom": ev.rdom})
+        table.set_frames(ev.nr_frames)
+        table.max_frames = ev.max_frames
+        table.grow_capacity(ev.max_frames)
+        guest = self.guests.get(ev.rdom)
+        maybe = set()
+        if guest is not None:
+            maybe = {gref for gref, n in enumerate(guest.uses) if n}
+            maybe.update(gref for gref, ring in enumerate(guest.pending) if ring is not None)
+        listed = {}
+        for entry in ev.entries:
+            listed[entry.ref] = entry
+            self._dump_entry(table, entry, maybe)
+        for ref in [r for r, p in enumerate(table.pin) if p and r not in listed]:
+            why = table.soft.get(ref)
+            if why is None or why in REQUIRED_SOFT:
+                raise Divergence("xen.dump.missing", f"Xen lists no mapping of d{ev.rdom}'s ref {ref}; "
+                                 f"the model knows d{table.mapdom[ref]} maps it"
+                                 + (f" ({why})" if why else ""), state=table.entry_state(ref))
+            table.unpin_soft(ref)
+            self.purged += 1
+
+    def _dump_entry(self, table: GrantTable, e: s.DumpEntry, maybe: set[int]) -> None:
+        ref = e.ref
+        if ref >= table.capacity:
+            raise Divergence("xen.dump.unexpected", f"Xen lists ref {ref}, outside the model's table",
+                             state={"ref": ref})
+        if ref < GNTTAB_NR_RESERVED_ENTRIES and not table.pin[ref]:
+            # The toolstack's entries: learned at first sight, exact afterwards.
+            table.learn_mapping(ref, e.mapdom, e.pin, e.flags, e.gdom, e.frame, "reserved")
+            return
+        if not table.pin[ref]:
+            if not table.known[ref]:  # granted before the trace began
+                table.learn_mapping(ref, e.mapdom, e.pin, e.flags, e.gdom, e.frame, "observed")
+                return
+            if ref not in maybe:
+                raise Divergence("xen.dump.unexpected", f"Xen lists ref {ref} of d{table.domid} mapped by "
+                                 f"d{e.mapdom} (pin {e.pin:#x}); the model says no domain has it mapped",
+                                 state={**table.entry_state(ref), "xen": _entry_dict(e)})
+            self._same_grant(table, e)
+            return
+        self._same_grant(table, e)
+        soft = table.soft.get(ref)
+        if e.mapdom != table.mapdom[ref]:
+            raise Divergence("xen.dump.mismatch", f"Xen says d{e.mapdom} maps ref {ref}; the model says "
+                             f"d{table.mapdom[ref]}", expected=table.mapdom[ref], actual=e.mapdom,
+                             state={**table.entry_state(ref), "xen": _entry_dict(e)})
+        exact = soft is None or soft == "reserved" or (self.exact_pins and soft != "observed")
+        if exact and e.pin != table.pin[ref]:
+            raise Divergence("xen.dump.mismatch", f"Xen's pin of ref {ref} is {e.pin:#x}; the model "
+                             f"expects {table.pin[ref]:#x}", expected=table.pin[ref], actual=e.pin,
+                             state={**table.entry_state(ref), "xen": _entry_dict(e)})
+        if not exact and bool(e.pin & GNTPIN_writable_mask) != bool(table.pin[ref] & GNTPIN_writable_mask):
+            raise Divergence("xen.dump.mismatch", f"Xen's pin of ref {ref} is {e.pin:#x}; the model "
+                             f"expects a {'writable' if table.pin[ref] & GNTPIN_writable_mask else 'read-only'} map",
+                             state={**table.entry_state(ref), "xen": _entry_dict(e)})
+        if e.flags != table.flags[ref]:
+            raise Divergence("xen.dump.mismatch", f"Xen's flags of ref {ref} are {e.flags:#x}; the model "
+                             f"has {table.flags[ref]:#x}", expected=table.flags[ref], actual=e.flags,
+                             state={**table.entry_state(ref), "xen": _entry_dict(e)})
+        if soft in ("observed", "persistent") and not exact:
+            table.pin[ref] = e.pin  # now we have seen it
+
+    def _same_grant(self, table: GrantTable, e: s.DumpEntry) -> None:
+        ref = e.ref
+        base = table.flags[ref] & (GTF_type_mask | GTF_readonly)
+        if (e.flags & (GTF_type_mask | GTF_readonly)) != base or e.gdom != table.gdom[ref] \
+                or e.frame != table.frame[ref] or e.mapdom != table.gdom[ref]:
+            raise Divergence("xen.dump.mismatch", f"Xen lists ref {ref} as granted to d{e.gdom}, frame "
+                             f"{e.frame:#x}, mapped by d{e.mapdom}; the model has it granted to "
+                             f"d{table.gdom[ref]}, frame {table.frame[ref]:#x}",
+                             state={**table.entry_state(ref), "xen": _entry_dict(e)})
+        if table.flags[ref] & GTF_readonly and e.pin & GNTPIN_writable_mask:
+            raise Divergence("xen.dump.mismatch", f"Xen has a writable map of read-only ref {ref}",
+                             state={**table.entry_state(ref), "xen": _entry_dict(e)})
+
+def _entry_dict(e: s.DumpEntry) -> dict:
+    return {"ref": e.ref, "mapdom": e.mapdom, "pin": f"{e.pin:#x}", "gdom": e.gdom,
+            "frame": f"{e.frame:#x}", "flags": f"{e.flags:#x}"}
