@@ -156,7 +156,7 @@ class StepRunner:
         else:
             dumped = cap.dump()
             rec.result = {"entries": len(dumped["entries"]), "nr_frames": dumped["nr_frames"],
-                          "max_frames": dumped["max_frames"]}
+                          "max_frames": dumped["max_frames"], "table_entries": dumped["table_entries"]}
             rec.seq = dumped["seq"]
         if step.guest is not None and rec.result.get("op") in ("query_size", "setup_table", "get_version", "set_version"):
             # The hypercall event is drained from the exerciser's log later;

@@ -56,7 +56,8 @@ class CaptureSession:
             policy="linux-6.1", backend=_backend_kind(scenario), guest=guest.domid, backend_dom=0,
             max_grant_frames=max_frames,
             domains=[{"domid": guest.domid, "type": "hvm", "max_grant_frames": max_frames}],
-            note="captured by xenrig: tracer kprobes in the guest, gntagent in dom0, xl debug-keys g")
+            note="captured by xenrig: tracer kprobes in the guest, gntagent in dom0, xl debug-keys g, "
+                 "the guest's whole grant table read by dom0 from Xen")
         self.agent: dom0_agent.AgentSession | None = None
         self.exerciser_seq = -1
         self.ring_names: dict[int, str] = {}                  # ring-ref -> "xvda/0"
@@ -252,7 +253,34 @@ class CaptureSession:
         with open(self.run_dir / "xen-grant-dumps.txt", "a") as fh:
             fh.write(dump + "\n")
         placed = self.assembly.add(events, own_clock=False)
-        return {"seq": placed[0]["seq"], **events[0]}
+        version = xen_dump.parse(dump)[self.guest.domid]["version"]
+        table = self.read_table(events[0]["nr_frames"], version)
+        return {"seq": placed[0]["seq"], **events[0], "table_entries": table}
+
+    def read_table(self, nr_frames: int, version: int) -> int | None:
+        """The oracle that does not trust the guest: dom0 reads the guest's
+        whole grant table from Xen, the `nr_frames` the dump just counted
+        (reading more would make Xen grow it), into the trace; the number
+        of entries in use, or None for a v2 table (not covered)."""
+        if version != 1:
+            with open(self.run_dir / "xen-grant-tables.txt", "a") as fh:
+                fh.write(f"# d{self.guest.domid}: a v{version} table, not read (the read covers v1 only)\n")
+            return None
+        if self.agent is None:
+            self.agent = dom0_agent.AgentSession(self.xen)
+        result = self.agent.call({"op": "read_table", "rdom": self.guest.domid, "nr_frames": nr_frames})
+        entries = result.get("entries")
+        if not isinstance(entries, list) or not all(
+                isinstance(e, list) and len(e) == 4 and all(isinstance(v, int) for v in e) for e in entries):
+            raise InfraError("dom0's read of the guest's grant table came back malformed")
+        with open(self.run_dir / "xen-grant-tables.txt", "a") as fh:
+            fh.write(f"# d{self.guest.domid}, {nr_frames} frame(s): ref flags domid frame\n")
+            fh.writelines(f"{r:#06x} {f:#06x} {d:5d} {fr:#x}\n" for r, f, d, fr in entries)
+        self.assembly.add([{"t_ns": result["t_ns"], "dom": 0, "src": "xen", "kind": "xen.table",
+                            "rdom": self.guest.domid, "nr_frames": nr_frames,
+                            "entries": [{"ref": r, "flags": f, "dom": d, "frame": fr} for r, f, d, fr in entries]}],
+                          own_clock=False)
+        return len(entries)
 
     # -- end -----------------------------------------------------------------
     def read_stats(self) -> dict:

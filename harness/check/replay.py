@@ -112,6 +112,12 @@ class _Run:
             notes.append(f"{checker.purged} mapping(s) the model had only inferred were absent from "
                          "Xen's dump and are forgotten (blkback purges persistent grants: "
                          "blkback.c purge_persistent_gnt)")
+        view = checker.xen_view
+        if view.table_reads:
+            held = sum(len(b) for b in view.baseline.values())
+            notes.append(f"dom0 read the guest's whole grant table from Xen {view.table_reads} time(s): "
+                         f"{view.entries_compared} entry readings held against the model, {held} granted entries "
+                         "the trace never touched held to their first reading")
         verdict = Verdict(
             outcome=outcome, policy=checker.policy, events=self.count, trace=self.name,
             kinds={t.__struct_config__.tag: n for t, n in self.kinds.items()},

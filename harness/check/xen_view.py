@@ -1,9 +1,20 @@
 """Xen's own view of a guest's grant table at a quiet point, held against
-the model: the debug-key dump of active entries (`xen.gnttab`)."""
+the model: the debug-key dump of active entries (`xen.gnttab`), and the whole
+table as dom0 reads it from Xen (`xen.table`).
+
+The whole-table read trusts nothing in the guest: an entry the model knows
+(the trace granted, ended or claimed it) must be exactly what the model
+says; an entry the trace never touched must stay as the first read found it,
+so a grant made or ended where no probe of ours fires (a leak the tracer
+cannot see, a driver writing the table by hand) is still caught.
+"""
 
 from __future__ import annotations
 
-from harness.model.constants import GNTPIN_writable_mask, GNTTAB_NR_RESERVED_ENTRIES, GTF_readonly, GTF_type_mask
+from harness.model.constants import (
+    GNTPIN_writable_mask, GNTTAB_NR_RESERVED_ENTRIES, GREFS_PER_FRAME, GTF_reading, GTF_readonly,
+    GTF_type_mask, GTF_writing,
+)
 from harness.model.gnttab import GrantTable
 from harness.model.rules import Divergence
 from harness.model.state import REQUIRED_SOFT, ModelState
@@ -19,10 +30,16 @@ class XenView:
         self.guests = state.guests
         self.exact_pins = state.exact_pins
         self.purged = 0   # inferred mappings a dump showed gone
+        # Per domain: the entries the trace never touched, as the first
+        # whole-table read found them (ref -> (flags, dom, frame)).
+        self.baseline: dict[int, dict[int, tuple[int, int, int]]] = {}
+        self.table_reads = 0
+        self.entries_compared = 0
 
     def handlers(self) -> dict:
         return {
             s.XenGnttab: self.on_dump,
+            s.XenTable: self.on_table,
         }
 
     def on_dump(self, ev: s.XenGnttab) -> None:
@@ -111,6 +128,89 @@ class XenView:
             raise Divergence("xen.dump.mismatch", f"Xen has a writable map of read-only ref {ref}",
                              state={**table.entry_state(ref), "xen": _entry_dict(e)})
 
+    def on_table(self, ev: s.XenTable) -> None:
+        self.hv.add_domain(ev.rdom)
+        table = self.hv.table(ev.rdom)
+        entries = ev.nr_frames * GREFS_PER_FRAME
+        table.grow_capacity(ev.nr_frames)
+        listed: dict[int, s.SharedEntry] = {}
+        for e in ev.entries:
+            if e.ref >= entries:
+                raise Divergence("xen.table.unexpected", f"dom0's read of d{ev.rdom}'s table lists ref {e.ref}, "
+                                 f"past its {ev.nr_frames} frame(s)", state={"xen": _shared_dict(e)})
+            listed[e.ref] = e
+        first = ev.rdom not in self.baseline
+        baseline = self.baseline.setdefault(ev.rdom, {})
+        flags, gdom, frame, known, pin, soft = (table.flags, table.gdom, table.frame, table.known,
+                                                table.pin, table.soft)
+        self.table_reads += 1
+        for ref in range(entries):
+            e = listed.get(ref)
+            if not known[ref]:
+                # Never touched by the trace: it must not change behind our back.
+                seen = (e.flags & ~_IN_USE, e.dom, e.frame) if e is not None and e.flags & ~_IN_USE else None
+                if first:
+                    if seen is not None:
+                        baseline[ref] = seen
+                elif seen != baseline.get(ref):
+                    was = baseline.get(ref)
+                    raise Divergence("xen.table.untraced", f"ref {ref} of d{ev.rdom} changed with no event in the "
+                                     f"trace: dom0 first read it {_describe(was)}, now {_describe(seen)}",
+                                     state={"ref": ref, "xen": _shared_dict(e), "first_read": _describe(was)})
+                continue
+            self.entries_compared += 1
+            model = flags[ref]
+            xflags = e.flags if e is not None else 0
+            if not model & GTF_type_mask:
+                if xflags & GTF_type_mask:
+                    raise Divergence("xen.table.unexpected", f"Xen holds ref {ref} of d{ev.rdom} granted to "
+                                     f"d{e.dom}, frame {e.frame:#x} (flags {xflags:#x}); the model says the "
+                                     "guest ended it or never granted it",
+                                     state={**table.entry_state(ref), "xen": _shared_dict(e)})
+                if xflags and not pin[ref]:
+                    raise Divergence("xen.table.mismatch", f"Xen's entry {ref} of d{ev.rdom} has flags "
+                                     f"{xflags:#x} and no grant",
+                                     state={**table.entry_state(ref), "xen": _shared_dict(e)})
+                continue
+            if not xflags & GTF_type_mask:
+                raise Divergence("xen.table.missing", f"the model has ref {ref} of d{ev.rdom} granted to "
+                                 f"d{gdom[ref]}, frame {frame[ref]:#x}; Xen's entry is not granted "
+                                 f"(flags {xflags:#x})", state={**table.entry_state(ref), "xen": _shared_dict(e)})
+            if e.dom != gdom[ref] or e.frame != frame[ref] or (xflags & ~_IN_USE) != (model & ~_IN_USE):
+                raise Divergence("xen.table.mismatch", f"Xen's entry {ref} of d{ev.rdom} grants d{e.dom} frame "
+                                 f"{e.frame:#x} with flags {xflags:#x}; the model has d{gdom[ref]}, frame "
+                                 f"{frame[ref]:#x}, flags {model:#x}",
+                                 state={**table.entry_state(ref), "xen": _shared_dict(e)})
+            if soft.get(ref) not in _MAY_DROP and (xflags & _IN_USE) != (model & _IN_USE):
+                raise Divergence("xen.table.mismatch", f"Xen's entry {ref} of d{ev.rdom} is "
+                                 f"{_in_use(xflags)}; the model has it {_in_use(model)}",
+                                 state={**table.entry_state(ref), "xen": _shared_dict(e)})
+
 def _entry_dict(e: s.DumpEntry) -> dict:
     return {"ref": e.ref, "mapdom": e.mapdom, "pin": f"{e.pin:#x}", "gdom": e.gdom,
             "frame": f"{e.frame:#x}", "flags": f"{e.flags:#x}"}
+
+
+# Flags a mapping sets and clears without the guest (Xen's _set_status_v1).
+_IN_USE = GTF_reading | GTF_writing
+# Inferred mappings blkback may drop at any moment (purge_persistent_gnt, disconnect).
+_MAY_DROP = ("persistent", "observed", "disconnecting")
+
+
+def _shared_dict(e: s.SharedEntry | None) -> dict:
+    if e is None:
+        return {"flags": "0x0"}
+    return {"ref": e.ref, "flags": f"{e.flags:#x}", "dom": e.dom, "frame": f"{e.frame:#x}"}
+
+
+def _describe(seen: tuple[int, int, int] | None) -> str:
+    if seen is None:
+        return "not granted"
+    flags, dom, frame = seen
+    return f"granted to d{dom}, frame {frame:#x} (flags {flags:#x})"
+
+
+def _in_use(flags: int) -> str:
+    if flags & GTF_writing:
+        return "mapped writable (GTF_reading|GTF_writing)"
+    return "mapped (GTF_reading)" if flags & GTF_reading else "not mapped"

@@ -95,6 +95,15 @@ _RULES = [
          f"{XENC} gnttab_usage_print"),
     Rule("xen.dump.mismatch", "a listed entry has the mapping domain, frame, pin and flags the model expects",
          f"{XENC} gnttab_usage_print, map_grant_ref"),
+    # the whole table, read by dom0 from Xen (XENMEM_resource_grant_table)
+    Rule("xen.table.unexpected", "an entry Xen holds as granted is one the model says the guest does not grant",
+         f"{XENC} gnttab_acquire_resource; {LNXG} gnttab_update_entry_v1, gnttab_end_foreign_access_ref_v1"),
+    Rule("xen.table.missing", "every entry the model says is granted is granted in Xen's table",
+         f"{XENC} gnttab_acquire_resource; {LNXG} gnttab_update_entry_v1"),
+    Rule("xen.table.mismatch", "a granted entry has the domain, frame and flags the model expects",
+         f"{XENC} gnttab_acquire_resource, _set_status_v1; {LNXG} gnttab_update_entry_v1"),
+    Rule("xen.table.untraced", "an entry the trace never touched stays as dom0 first read it",
+         f"{XENC} gnttab_acquire_resource; harness/capture (the tracer's probes)"),
     # shared rings
     Rule("ring.setup", "ring pages are granted writable to the backend and nr_ents is the ring size for that area",
          f"{RINGH} __CONST_RING_SIZE, FRONT_RING_INIT; {LNXB} setup_blkring"),

@@ -10,7 +10,9 @@ Each input line is one operation, e.g. {"op": "map", "rdom": 1, "ref": 9,
 its status exactly as Xen answers, error paths included), with argument
 structures in /dev/xen/hypercall memory; /dev/xen/gntalloc gives dom0 grants
 of its own (copy destinations); /dev/xen/gntdev maps a guest grant into this
-process to read it.  Uploaded by the harness; python3's standard library only.
+process to read it; libxenforeignmemory (through ctypes) maps a guest's
+whole grant table from Xen to read every entry.  Uploaded by the harness;
+python3's standard library only.
 """
 
 import ctypes
@@ -105,6 +107,50 @@ class Xen:
         return data
 
 
+XENMEM_resource_grant_table = 1            # xen/include/public/memory.h
+XENMEM_resource_grant_table_id_shared = 0
+GRANT_ENTRY_V1 = struct.Struct("<HHI")       # flags domid frame
+
+
+def read_table(rdom, nr_frames):
+    """Every entry of domain `rdom`'s first `nr_frames` shared grant frames
+    whose flags are not 0, as [ref, flags, domid, frame].  The caller passes
+    the size Xen's dump gave: mapping a frame past the table's current size
+    makes Xen grow the table (gnttab_get_shared_frame_mfn)."""
+    lib = ctypes.CDLL("libxenforeignmemory.so.1", use_errno=True)
+    lib.xenforeignmemory_open.restype = ctypes.c_void_p
+    lib.xenforeignmemory_open.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+    lib.xenforeignmemory_map_resource.restype = ctypes.c_void_p
+    lib.xenforeignmemory_map_resource.argtypes = [
+        ctypes.c_void_p, ctypes.c_uint16, ctypes.c_uint, ctypes.c_uint, ctypes.c_ulong, ctypes.c_ulong,
+        ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+    lib.xenforeignmemory_unmap_resource.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.xenforeignmemory_close.argtypes = [ctypes.c_void_p]
+    fmem = lib.xenforeignmemory_open(None, 0)
+    if not fmem:
+        raise OSError(ctypes.get_errno(), "xenforeignmemory_open failed")
+    try:
+        addr = ctypes.c_void_p(None)
+        res = lib.xenforeignmemory_map_resource(fmem, rdom, XENMEM_resource_grant_table,
+                                                XENMEM_resource_grant_table_id_shared, 0, nr_frames,
+                                                ctypes.byref(addr), mmap.PROT_READ, 0)
+        if not res:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mapping d{rdom}'s grant table: {os.strerror(err)}")
+        try:
+            data = ctypes.string_at(addr.value, nr_frames * PAGE)
+        finally:
+            lib.xenforeignmemory_unmap_resource(fmem, res)
+    finally:
+        lib.xenforeignmemory_close(fmem)
+    out = []
+    for ref in range(nr_frames * PAGE // GRANT_ENTRY_V1.size):
+        flags, domid, frame = GRANT_ENTRY_V1.unpack_from(data, ref * GRANT_ENTRY_V1.size)
+        if flags:
+            out.append([ref, flags, domid, frame])
+    return out
+
+
 def run_op(xen, req):
     op = req["op"]
     out = dict(req)
@@ -160,6 +206,8 @@ def run_op(xen, req):
             out.update(hex=xen.read_grant(req["rdom"], req["ref"], req.get("n", 16)).hex(), ok=True)
         except OSError as exc:
             out.update(ok=False, errno=exc.errno)
+    elif op == "read_table":
+        out.update(entries=read_table(req["rdom"], req["nr_frames"]))
     elif op == "sleep":
         time.sleep(req.get("s", 0.1))
     else:

@@ -345,6 +345,25 @@ class XenGnttab(Event, tag="xen.gnttab", **_RECORD):
     entries: list[DumpEntry] = []
 
 
+class SharedEntry(msgspec.Struct, kw_only=True, gc=False, forbid_unknown_fields=True):
+    """One grant_entry_v1 of a guest's table as Xen holds it (flags, domid, frame)."""
+
+    ref: U32
+    flags: U16
+    dom: U16
+    frame: U64
+
+
+class XenTable(Event, tag="xen.table", **_RECORD):
+    """Domain `rdom`'s whole grant table (its first `nr_frames` frames), read by
+    dom0 from Xen through XENMEM_resource_grant_table at a quiet point: every
+    entry whose flags are not 0 (a granted entry, or one still being read)."""
+
+    rdom: U16
+    nr_frames: U32
+    entries: list[SharedEntry] = []
+
+
 class DomainDestroy(Event, tag="domain.destroy", **_RECORD):
     rdom: U16
 
@@ -357,7 +376,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OpSetVersion, OpGetVersion,
     RingSetup, BlkifConnect, BlkifReq, RingPush, BlkifRsp, RingRspPush,
     BlkifDisconnect,
-    XenGnttab, DomainDestroy,
+    XenGnttab, XenTable, DomainDestroy,
 )
 
 AnyEvent = Union[EVENT_TYPES]  # type: ignore[valid-type]
