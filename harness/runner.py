@@ -140,6 +140,7 @@ def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.Built
                 load(by_role["exerciser"])
             if capture or scenario.steps:
                 session = live["session"] = CaptureSession(xen, g, scenario, run_dir)
+                session.blkfront = by_role.get("blkfront")
             if capture and "tracer" in by_role:
                 lm = session.arm(by_role["tracer"], by_role.get("blkfront"))
                 timeline.note(f"tracer armed: {by_role['tracer'].insmod_args()}")

@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from harness.capture.lifecycle import Lifecycle
 from harness.capture.live import CaptureSession
 from harness.checks.result import ERROR, FAIL, PASS, SKIP, CheckResult
 from harness.config import Step
@@ -50,7 +51,9 @@ def _label(step: Step, taken: set[str]) -> str:
     """The step's test-case name: from its name (or id, or what it does), not
     its position, so inserting a step renames no other; made unique."""
     what = (f"guest {step.guest}" if step.guest is not None else f"shell {step.shell}" if step.shell is not None
-            else f"dom0 {step.dom0.get('op')}" if step.dom0 is not None else "xen dump")
+            else f"dom0 {step.dom0.get('op')}" if step.dom0 is not None
+            else f"{step.vbd.op} {step.vbd.vdev}" if step.vbd is not None
+            else f"{step.module.op} {step.module.name}" if step.module is not None else "xen dump")
     base = f"step {step.name or step.id or what}"
     label, n = base, 1
     while label in taken:
@@ -153,15 +156,28 @@ class StepRunner:
             rec.result = cap.dom0(op)
             rec.seq = rec.result.pop("_seq", None)
             rec.op = op["op"]
+        elif step.vbd is not None or step.module is not None:
+            life = Lifecycle(cap)
+            if step.vbd is not None:
+                rec.result = life.vbd(step.vbd, step.timeout_s)
+            else:
+                rec.result = life.module(step.module, step.timeout_s)
+            # After every lifecycle step a quiet point: the torn-down rings
+            # owe the end of their grants by now, and Xen's table says.
+            self._dump(rec, prefix="quiet_")
         else:
-            dumped = cap.dump()
-            rec.result = {"entries": len(dumped["entries"]), "nr_frames": dumped["nr_frames"],
-                          "max_frames": dumped["max_frames"], "table_entries": dumped["table_entries"]}
-            rec.seq = dumped["seq"]
+            self._dump(rec)
         if step.guest is not None and rec.result.get("op") in ("query_size", "setup_table", "get_version", "set_version"):
             # The hypercall event is drained from the exerciser's log later;
             # find its seq then (see judge()).
             rec.result["_exerciser_seq"] = rec.result.get("seq")
+
+    def _dump(self, rec: StepRecord, prefix: str = "") -> None:
+        dumped = self.capture.dump()
+        rec.result.update({f"{prefix}entries": len(dumped["entries"]), f"{prefix}nr_frames": dumped["nr_frames"],
+                           f"{prefix}max_frames": dumped["max_frames"],
+                           f"{prefix}table_entries": dumped["table_entries"]})
+        rec.seq = dumped["seq"]
 
     # -- judging ---------------------------------------------------------------
     def judge(self, expectations: dict, divergence, cannot_judge: bool = False) -> list[CheckResult]:

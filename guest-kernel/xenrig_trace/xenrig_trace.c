@@ -911,6 +911,13 @@ static struct ring_state *ring_get(void *rinfo, const struct rinfo_view *v)
 	for (i = 0; i < nr_rings; i++)
 		if (rings[i].rinfo == rinfo)
 			rs = &rings[i];
+	/* A slot a torn-down ring left (on_free_ring) is taken first. */
+	for (i = 0; !rs && i < nr_rings; i++)
+		if (!rings[i].rinfo) {
+			rs = &rings[i];
+			memset(rs, 0, sizeof(*rs));
+			rs->rinfo = rinfo;
+		}
 	if (!rs) {
 		if (nr_rings == MAX_RINGS)
 			return NULL;
@@ -1128,6 +1135,46 @@ static int on_push(struct kprobe *p, struct pt_regs *regs)
 	return 0;
 }
 
+/*
+ * blkif_free_ring(rinfo): blkfront tears a ring down (device removed, module
+ * unloaded, or the ring re-made on resume).  Every grant of the ring is ended
+ * after this point, the ring pages last: the model holds the driver to that.
+ * The ring's state here is dropped, so a ring later set up in the same
+ * memory starts afresh (rinfo arrays are freed and allocated again).
+ */
+static int on_free_ring(struct kprobe *p, struct pt_regs *regs)
+{
+	void *rinfo = (void *)ARG(regs, 0);
+	struct rinfo_view v;
+	unsigned long flags;
+	struct call cl;
+	struct line l;
+	int i;
+
+	local_irq_save(flags);
+	hit_kp(p);
+	if (!ring_view(rinfo, &v, "free-ring-layout"))
+		goto out;	/* never set up (a vbd that never connected): nothing to end */
+	spin_lock(&rings_lock);
+	for (i = 0; i < nr_rings; i++)
+		if (rings[i].rinfo == rinfo) {
+			flush_push(&rings[i], &v);
+			rings[i].rinfo = NULL;
+			WRITE_ONCE(rings[i].irq, 0);
+		}
+	spin_unlock(&rings_lock);
+	call_begin(&cl);
+	if (!cl.on)
+		goto out;
+	ev_open(&l, "ring.free", cl.t);
+	lp(&l, ",\"ring\":\"gref:%u\",\"req_prod\":%u,\"rsp_cons\":%u", v.ref0,
+	   v.fr.req_prod_pvt, v.fr.rsp_cons);
+	ev_close(&l, &cl, 0, 0);
+out:
+	local_irq_restore(flags);
+	return 0;
+}
+
 
 /*
  * blkif_queue_rq is probed at its entry with a plain kprobe, not a
@@ -1274,6 +1321,7 @@ static struct xprobe probes[] = {
 	  .required = false, .pre = on_push },
 	KRP("xen_blkfront:blkif_interrupt", G_BLKFRONT, false, in_blk_irq, out_blk_irq,
 	    struct d_irq),
+	KP("xen_blkfront:blkif_free_ring", G_BLKFRONT, false, on_free_ring),
 };
 
 static DEFINE_MUTEX(probe_mutex);

@@ -40,9 +40,9 @@ from harness.trace.schema import AnyEvent
 GUEST_KINDS = frozenset({
     "gnt.grant", "gnt.end", "gnt.deferred_end", "gnt.alloc", "gnt.claim", "gnt.release",
     "gnt.free", "gnt.free_chain", "gnt.expand", "gnt.cb_request", "gnt.cb_fire",
-    "gnt.cb_cancel", "blkif.req", "ring.push", "blkif.rsp",
+    "gnt.cb_cancel", "blkif.req", "ring.push", "blkif.rsp", "ring.free",
 })
-RING_KINDS = frozenset({"blkif.req", "ring.push", "blkif.rsp"})
+RING_KINDS = frozenset({"blkif.req", "ring.push", "blkif.rsp", "ring.free"})
 HEAD_FIELDS = ("t_ns", "dom", "src", "kind")
 RING_PREFIX = "gref:"
 

@@ -60,6 +60,9 @@ class CaptureSession:
                  "the guest's whole grant table read by dom0 from Xen")
         self.agent: dom0_agent.AgentSession | None = None
         self.exerciser_seq = -1
+        self.vdevs = [d.vdev for d in scenario.guest.disks]   # the vbds connected now
+        self.blkfront: BuiltModule | None = None              # the build loaded (for a reload)
+        self.rings_stale = True                               # a ring may have been set up since
         self.ring_names: dict[int, str] = {}                  # ring-ref -> "xvda/0"
         self._ring_paths: dict[str, tuple[str, str, int]] = {}   # ring -> (frontend, backend, ring-ref)
         self.rings_announced: set[str] = set()
@@ -106,9 +109,14 @@ class CaptureSession:
 
     # -- guest ---------------------------------------------------------------
     def _learn_rings(self) -> None:
-        """ring-ref -> 'xvdX/0' from the guest's xenstore (read in dom0)."""
-        for disk in self.scenario.guest.disks:
-            devid = parsers.vdev_number(disk.vdev)
+        """ring-ref -> 'xvdX/0' from the guest's xenstore (read in dom0), for
+        the vbds connected now.  A ring-ref that named another ring before
+        keeps its old name until this call: by then that ring's events have
+        all been drained (it was torn down before its page was granted
+        again, and a lifecycle step drains before it learns)."""
+        self.rings_stale = False
+        for vdev in self.vdevs:
+            devid = parsers.vdev_number(vdev)
             base = f"/local/domain/{self.guest.domid}/device/vbd/{devid}"
             res = self.xen.run(f"xenstore-read {base}/ring-ref {base}/backend", timeout_s=30)
             lines = res.stdout.split()
@@ -116,8 +124,8 @@ class CaptureSession:
             # backend path is used in dom0 commands, so it must look like one.
             if res.ok and len(lines) == 2 and lines[0].isdigit() and parsers.backend_path(lines[1]):
                 gref, backend = int(lines[0]), lines[1]
-                self.ring_names[gref] = f"{disk.vdev}/0"
-                self._ring_paths[f"{disk.vdev}/0"] = (base, backend, gref)
+                self.ring_names[gref] = f"{vdev}/0"
+                self._ring_paths[f"{vdev}/0"] = (base, backend, gref)
 
     def _connect_facts(self, ring: str) -> dict:
         base, backend, _gref = self._ring_paths[ring]
@@ -144,13 +152,16 @@ class CaptureSession:
                             **self._connect_facts(ring)})
                 self.rings_announced.add(ring)
             out.append(ev)
+            if ev["kind"] == "ring.free":
+                # Its next requests are a new ring under the same name.
+                self.rings_announced.discard(ring)
         return out
 
     def drain(self, timeout_s: float = 120) -> int:
         """Move what the guest recorded since the last drain into the trace."""
         from harness.capture import guest_trace
 
-        if not self.ring_names:
+        if self.rings_stale:
             self._learn_rings()
         # dd with a 64 KiB buffer: the tracer hands out whole lines only and
         # refuses a read smaller than its next line (busybox cat reads 4 KiB).

@@ -42,7 +42,27 @@ class XenView:
             s.XenTable: self.on_table,
         }
 
+    def _owed(self, rdom: int) -> None:
+        """A quiet point comes after a teardown finished: every grant of a
+        torn-down ring must have been ended by now (an end that found the
+        entry still mapped counts: gnttab_end_foreign_access defers it, and
+        the deferral is the kernel's job, checked by the table itself)."""
+        guest = self.guests.get(rdom)
+        if guest is None or not guest.owed:
+            return
+        by_ring: dict[str, list[int]] = {}
+        for gref, ring in sorted(guest.owed.items()):
+            by_ring.setdefault(ring.name, []).append(gref)
+        name, refs = next(iter(by_ring.items()))
+        table = guest.table
+        raise Divergence("lifecycle.grant-leak", f"ring {name} was torn down (blkif_free_ring) and its "
+                         f"gref(s) {_refs(refs)} were never ended: they stay granted to the backend",
+                         expected="ended", actual="granted",
+                         state={"ring": name, "leaked": refs, "by_ring": by_ring,
+                                "gref": table.entry_state(refs[0])})
+
     def on_dump(self, ev: s.XenGnttab) -> None:
+        self._owed(ev.rdom)
         self.hv.add_domain(ev.rdom)
         table = self.hv.table(ev.rdom)
         if table.nr_frames is not None and ev.nr_frames != table.nr_frames:
@@ -129,6 +149,7 @@ class XenView:
                              state={**table.entry_state(ref), "xen": _entry_dict(e)})
 
     def on_table(self, ev: s.XenTable) -> None:
+        self._owed(ev.rdom)
         self.hv.add_domain(ev.rdom)
         table = self.hv.table(ev.rdom)
         entries = ev.nr_frames * GREFS_PER_FRAME
@@ -214,3 +235,8 @@ def _in_use(flags: int) -> str:
     if flags & GTF_writing:
         return "mapped writable (GTF_reading|GTF_writing)"
     return "mapped (GTF_reading)" if flags & GTF_reading else "not mapped"
+
+
+def _refs(refs: list[int]) -> str:
+    shown = ", ".join(str(r) for r in refs[:12])
+    return shown + (f" and {len(refs) - 12} more" if len(refs) > 12 else "")

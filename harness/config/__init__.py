@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config.loader import load
-from harness.config.schema import (DiskConfig, GuestConfig, HostConfig, ModulesConfig, ModuleSpec, ReproSignature,
-                                   ReproSpec, Scenario, Step, Timeouts)
+from harness.config.schema import (DiskConfig, GuestConfig, HostConfig, ModulesConfig, ModuleSpec, ModuleStep,
+                                   ReproSignature, ReproSpec, Scenario, Step, Timeouts, VbdStep)
 
-__all__ = ["DiskConfig", "GuestConfig", "HostConfig", "ModuleSpec", "ModulesConfig", "ReproSignature", "ReproSpec",
-           "Scenario", "Step", "Timeouts", "load_host", "load_scenario"]
+__all__ = ["DiskConfig", "GuestConfig", "HostConfig", "ModuleSpec", "ModuleStep", "ModulesConfig", "ReproSignature",
+           "ReproSpec", "Scenario", "Step", "Timeouts", "VbdStep", "load_host", "load_scenario"]
 
 
 def load_host(path: Path | str) -> HostConfig:

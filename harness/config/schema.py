@@ -141,13 +141,43 @@ class ModulesConfig:
 
 
 @dataclass
+class VbdStep:
+    """A vbd attached to or detached from the running guest (xl
+    block-attach / block-detach).  `target: missing` attaches a vbd whose
+    backend can never connect (its image does not exist); the step then
+    waits `settle_s` and reports the states both ends reached."""
+
+    op: Literal["attach", "detach"] = "attach"
+    vdev: str = "xvdb"
+    backend: Literal["phy", "qdisk"] = "phy"
+    size_mib: int = field(default=16, metadata=_rng(1, 65536))
+    target: Literal["file", "missing"] = "file"
+    settle_s: int = field(default=10, metadata=_rng(1, 600))
+
+    def validate(self):
+        return DiskConfig(self.vdev, self.backend, self.size_mib).validate()
+
+
+@dataclass
+class ModuleStep:
+    """blkfront unloaded (rmmod: every device removed, its rings torn down)
+    or loaded again (the same build, the scenario's parameters; the step
+    waits until every vbd the guest has connected again)."""
+
+    op: Literal["unload", "load"] = "unload"
+    name: Literal["blkfront"] = "blkfront"
+
+
+@dataclass
 class Step:
     """One step of a scenario, run in order after the guest is up.
 
     Exactly one of: `guest` (a command line for the grant-table exerciser,
     docs/exerciser.md), `shell` (a shell command in the guest), `dom0` (a
     GNTTABOP for dom0's grant agent: op plus its inputs), `dump: true` (a
-    quiet point: Xen's grant dump goes into the trace).  Values may name an
+    quiet point: Xen's grant dump goes into the trace), `vbd` (attach or
+    detach a disk) or `module` (unload or load blkfront); the last two end
+    with a quiet point of their own.  Values may name an
     earlier step's result as "@ID.field"; "guest" in dom0 inputs means the
     guest's domain id.  `expect` lists result fields and the values they
     must have (GNTST names such as okay or bad_gntref are allowed for
@@ -161,13 +191,16 @@ class Step:
     shell: str | None = None
     dom0: dict[str, str] | None = None
     dump: bool = False
+    vbd: VbdStep | None = None
+    module: ModuleStep | None = None
     expect: dict[str, str] = field(default_factory=dict)
     timeout_s: int = field(default=120, metadata=_rng(1, 3600))
 
     def validate(self):
-        given = [k for k in ("guest", "shell", "dom0") if getattr(self, k) is not None] + (["dump"] if self.dump else [])
+        given = [k for k in ("guest", "shell", "dom0", "vbd", "module") if getattr(self, k) is not None] \
+            + (["dump"] if self.dump else [])
         if len(given) != 1:
-            return "name", ("a step needs exactly one of guest, shell, dom0, dump; "
+            return "name", ("a step needs exactly one of guest, shell, dom0, dump, vbd, module; "
                             f"this one has {', '.join(given) or 'none'}")
         if self.dom0 is not None and "op" not in self.dom0:
             return "dom0", "needs an 'op' (query_size, setup_table, map, unmap, copy, transfer, set_version, get_version, gntalloc, read_grant)"
@@ -238,8 +271,8 @@ class Scenario:
         ids = [st.id for st in self.steps if st.id]
         if len(set(ids)) != len(ids):
             return "steps", f"two steps share an id: {sorted(i for i in ids if ids.count(i) > 1)[0]}"
-        if not self.capture and any(st.dump for st in self.steps):
-            return "steps", "a dump step feeds the captured trace: set 'capture: true'"
+        if not self.capture and any(st.dump or st.vbd or st.module for st in self.steps):
+            return "steps", "dump, vbd and module steps feed the captured trace: set 'capture: true'"
         for name in self.checks:
             if name.split("[")[0] not in SMOKE_CHECKS:
                 return "checks", f"names an unknown check '{name}' (known: {', '.join(SMOKE_CHECKS)})"

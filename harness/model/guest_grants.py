@@ -156,7 +156,10 @@ class GuestGrantEvents:
         if ring is not None:
             pending[ref] = None
             ring.pending_n -= 1
+        if guest.owed:
+            guest.owed.pop(ref, None)   # the torn-down ring's driver did its part
         if ev.ok:
+            guest.owner[ref] = None
             if guest.pin[ref]:
                 self._ended(table, ref, "end of access")
             flags_list[ref] = 0
@@ -189,6 +192,7 @@ class GuestGrantEvents:
         ref = ev.ref
         guest.alloc.deferred_end(ref, ev.ok)
         if ev.ok:
+            guest.owner[ref] = None
             self._ended(table, ref, "deferred end")
             guest.granted -= 1
         elif not table.pin[ref] and self.captured:

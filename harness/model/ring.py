@@ -54,7 +54,7 @@ class FrontRing:
     __slots__ = (
         "name", "dom", "backend", "grefs", "nr_ents", "connected", "persistent",
         "max_indirect", "req_prod_pvt", "req_prod", "rsp_cons", "rsp_prod",
-        "in_flight", "unpublished", "pending_n", "last_answered",
+        "in_flight", "unpublished", "pending_n", "last_answered", "freed",
     )
 
     def __init__(self, name: str, dom: int, backend: int, grefs: list[int], nr_ents: int,
@@ -79,6 +79,7 @@ class FrontRing:
         # grefs of the last answered request whose end was not tried yet
         self.pending_n = 0
         self.last_answered: int | None = None
+        self.freed = False  # blkif_free_ring ran: the frontend owes the end of its grants
 
     def slots_in_flight(self) -> int:
         return (self.req_prod_pvt - self.rsp_cons) & M

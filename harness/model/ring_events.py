@@ -34,6 +34,7 @@ class RingEvents:
             s.BlkifRsp: self.on_rsp,
             s.RingRspPush: self.on_rsp_push,
             s.BlkifDisconnect: self.on_disconnect,
+            s.RingFree: self.on_ring_free,
         }
 
     def on_ring_setup(self, ev: s.RingSetup) -> None:
@@ -88,8 +89,10 @@ class RingEvents:
         check_grants(guest.table, guest.alloc, ring, id, op, data, indirect, self.seed)
         grefs = data + indirect
         uses = guest.uses
+        owner = guest.owner
         for gref in grefs:
             uses[gref] += 1
+            owner[gref] = ring
         ring.add_request(Request(id, ev.idx, op, grefs))
 
     def on_push(self, ev: s.RingPush) -> None:
@@ -121,7 +124,9 @@ class RingEvents:
         self.ring(ev.ring).response_push(ev.old, ev.new, ev.notify, ev.rsp_event)
 
     def on_disconnect(self, ev: s.BlkifDisconnect) -> None:
-        ring = self.ring(ev.ring)
+        self._let_go(self.ring(ev.ring))
+
+    def _let_go(self, ring: FrontRing) -> None:
         guest = self.guests[ring.dom]
         ring.connected = False
         # Requests in flight are abandoned; blkfront ends their grants itself.
@@ -139,6 +144,31 @@ class RingEvents:
             for gref, why in table.soft.items():
                 if why in ("ring", "persistent") and table.mapdom[gref] == ring.backend:
                     table.soft[gref] = "disconnecting"
+
+    def on_ring_free(self, ev: s.RingFree) -> None:
+        """blkif_free_ring: the frontend tears the ring down (device removed,
+        module unloaded, ring re-made).  From here it must end every grant
+        the ring holds: its ring pages, its persistent grants, and the grants
+        of requests still in flight (blkfront ends those too).  What it has
+        not ended by the next quiet point is a leak (harness/check/xen_view)."""
+        ring = self.ring(ev.ring)
+        if ring.freed:
+            raise Divergence("ring.free", f"ring {ev.ring} torn down twice", state=ring.state())
+        guest = self.guests[ring.dom]
+        if ring.connected:
+            self._let_go(ring)
+        else:
+            self._clear_pending(guest, ring)
+        ring.freed = True
+        flags, owed, owner = guest.flags, guest.owed, guest.owner
+        for gref in ring.grefs:
+            if gref < len(flags) and flags[gref] & GTF_type_mask:
+                owed[gref] = ring
+        for gref, who in enumerate(owner):
+            if who is ring:
+                owner[gref] = None
+                if flags[gref] & GTF_type_mask:
+                    owed[gref] = ring
 
     @staticmethod
     def _clear_pending(guest: Guest, ring: FrontRing) -> None:

@@ -104,7 +104,11 @@ _RULES = [
          f"{XENC} gnttab_acquire_resource, _set_status_v1; {LNXG} gnttab_update_entry_v1"),
     Rule("xen.table.untraced", "an entry the trace never touched stays as dom0 first read it",
          f"{XENC} gnttab_acquire_resource; harness/capture (the tracer's probes)"),
+    Rule("lifecycle.grant-leak", "a ring torn down (blkif_free_ring) has ended every grant it held by the next quiet point: ring pages, persistent grants, grants of requests in flight",
+         f"{LNXB} blkif_free_ring, blkif_free, blkfront_remove; {LNXG} gnttab_end_foreign_access"),
     # shared rings
+    Rule("ring.free", "a ring is torn down once per set-up",
+         f"{LNXB} blkif_free_ring (info->rinfo freed and set to NULL after)"),
     Rule("ring.setup", "ring pages are granted writable to the backend and nr_ents is the ring size for that area",
          f"{RINGH} __CONST_RING_SIZE, FRONT_RING_INIT; {LNXB} setup_blkring"),
     Rule("ring.not-connected", "requests go only on a ring that is set up and connected",

@@ -27,7 +27,7 @@ class Guest:
     """Per guest domain: its table, its allocator, the grants requests hold."""
 
     __slots__ = ("dom", "table", "alloc", "uses", "pending", "granted", "flags", "gdom", "frame",
-                 "pin", "st")
+                 "pin", "st", "owner", "owed")
 
     def __init__(self, dom: int, table: GrantTable, alloc: GuestAllocator):
         self.dom = dom
@@ -43,11 +43,16 @@ class Guest:
         # Indexed by gref (lists grow with the table; faster than dicts here):
         self.uses: list[int] = table.side_array(0)  # in-flight requests using it
         self.pending: list[FrontRing | None] = table.side_array(None)  # ring awaiting its end
+        self.owner: list[FrontRing | None] = table.side_array(None)  # ring whose request last used it
+        # gref -> the torn-down ring whose grant it is and that has not ended
+        # it yet (ring.free): at the next quiet point each one left is a leak.
+        self.owed: dict[int, FrontRing] = {}
         self.granted = 0  # entries granted and not ended
 
     def reset_requests(self) -> None:
         self.uses[:] = [0] * len(self.uses)
         self.pending[:] = [None] * len(self.pending)
+        self.owner[:] = [None] * len(self.owner)
 
 
 class ModelState:

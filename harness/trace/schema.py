@@ -322,6 +322,17 @@ class BlkifDisconnect(Event, tag="blkif.disconnect", **_RECORD):
     ring: str
 
 
+class RingFree(Event, tag="ring.free", **_RECORD):
+    """The frontend began tearing ring `ring` down (blkif_free_ring: device
+    removed, module unloaded, or ring re-made on resume).  It then ends
+    every grant of the ring, the ring pages last.  `req_prod`/`rsp_cons`:
+    its private producer and its consumer index at that moment."""
+
+    ring: str
+    req_prod: U32 | None = None
+    rsp_cons: U32 | None = None
+
+
 # --- Xen's own view at a quiet point and domain lifetime
 
 
@@ -375,7 +386,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OpQuerySize, OpSetupTable, OpMap, OpUnmap, OpCopy, OpTransfer,
     OpSetVersion, OpGetVersion,
     RingSetup, BlkifConnect, BlkifReq, RingPush, BlkifRsp, RingRspPush,
-    BlkifDisconnect,
+    BlkifDisconnect, RingFree,
     XenGnttab, XenTable, DomainDestroy,
 )
 

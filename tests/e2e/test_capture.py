@@ -75,3 +75,27 @@ def test_blkfront_ending_a_grant_early_fails_at_that_request(tmp_path, no_stack_
     gref = div["event"]["segs"][0][0]
     assert any(e["ref"] == gref for e in ended), div
     assert "blkif.seg-grant" in (tmp_path / "report.html").read_text()
+
+
+@pytest.mark.timeout(1800)
+def test_blkfront_lifecycle_attach_and_detach_pass_with_every_grant_ended(tmp_path, no_stack_left):
+    rc, out, report = run(REPO / "configs" / "scenarios" / "blkfront-lifecycle.yaml", tmp_path)
+    assert rc == 0, out
+    steps = {c["id"]: c for c in report["checks"] if c["id"].startswith("step")}
+    assert all(c["outcome"] == "PASS" for c in steps.values()), steps
+    trace = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()[1:]]
+    freed = [e for e in trace if e["kind"] == "ring.free"]
+    assert [e["ring"] for e in freed] == ["xvdb/0"], freed
+    # every lifecycle step ended with dom0's read of the whole table
+    assert sum(1 for e in trace if e["kind"] == "xen.table") >= 6
+
+
+@pytest.mark.timeout(1800)
+def test_blkfront_leaking_grants_on_detach_fails_naming_the_refs(tmp_path, no_stack_left):
+    rc, out, report = run(REPO / "tests" / "e2e" / "scenarios" / "free-ring-leak.yaml", tmp_path)
+    assert rc == 1, out
+    div = report["info"]["verdict"]["divergence"]
+    assert div["rule"] == "lifecycle.grant-leak", div
+    assert div["state"]["ring"] == "xvdb/0" and div["state"]["leaked"], div
+    detach = next(c for c in report["checks"] if c["id"] == "step detach xvdb")
+    assert detach["outcome"] == "FAIL" and "lifecycle.grant-leak" in detach["message"], detach

@@ -1,6 +1,8 @@
 """Steps as test cases: named by what they are, not where they stand, and
 the ones an error kept from running reported as skipped."""
 
+import pytest
+
 from harness.checks.result import ERROR, PASS, SKIP
 from harness.config.schema import Step
 from harness.errors import InfraError, XenrigError
@@ -78,3 +80,20 @@ def test_a_hang_is_found_once_and_the_steps_after_it_are_skipped():
     results = runner.judge({}, None)
     assert [(r.id, r.outcome) for r in results] == [("step io", FAIL), ("step more io", SKIP), ("step sync", SKIP)]
     assert "hung" in results[1].message
+
+
+def test_lifecycle_steps_load_and_need_capture(tmp_path):
+    from harness.config import load_scenario
+    from harness.errors import ConfigError
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ncapture: true\nsteps:\n  - {vbd: {op: attach, vdev: xvdb, size_mib: 8}}\n"
+                    "  - {vbd: {op: detach, vdev: xvdb}}\n  - {module: {op: unload}}\n")
+    sc = load_scenario(path)
+    assert [st.vbd.op if st.vbd else st.module.op for st in sc.steps] == ["attach", "detach", "unload"]
+    path.write_text("name: s\nsteps:\n  - {vbd: {op: attach, vdev: xvdb}}\n")
+    with pytest.raises(ConfigError, match="capture"):
+        load_scenario(path)
+    path.write_text("name: s\ncapture: true\nsteps:\n  - {vbd: {op: attach, vdev: sda}}\n")
+    with pytest.raises(ConfigError, match="xvda"):
+        load_scenario(path)

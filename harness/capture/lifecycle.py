@@ -1,0 +1,154 @@
+"""A device's and a driver's life on a running, captured guest: a vbd
+attached (also one whose backend can never connect) and detached, blkfront
+unloaded and loaded again.  Each operation waits until both ends have
+finished what it started, says what it saw, and leaves the capture knowing
+which rings exist now; the step then takes a quiet point, where the model
+holds every torn-down ring to the end of all its grants.
+
+Every value that reaches a shell here comes from the scenario (checked by
+its schema) or from the guest's xenstore through parsers.backend_path and
+digit checks, and is quoted: the guest is the subject under test.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+from harness.checks import parsers
+from harness.config import DiskConfig, ModuleStep, VbdStep
+from harness.errors import InfraError
+from harness.guest import modules as guest_modules
+
+XENBUS_STATES = {1: "Initialising", 2: "InitWait", 3: "Initialised", 4: "Connected", 5: "Closing", 6: "Closed"}
+CONNECTED = 4
+
+
+def _state_name(value: int | None) -> str:
+    return "gone" if value is None else XENBUS_STATES.get(value, str(value))
+
+
+class Lifecycle:
+    """The lifecycle steps of one capture session (harness.capture.live)."""
+
+    def __init__(self, capture):
+        self.capture = capture
+        self.xen, self.guest = capture.xen, capture.guest
+
+    # -- xenstore ------------------------------------------------------------
+    def states(self, vdev: str) -> tuple[int | None, int | None]:
+        """(frontend state, backend state) of `vdev` as xenstore holds them;
+        None where the node is gone."""
+        base = f"/local/domain/{self.guest.domid}/device/vbd/{parsers.vdev_number(vdev)}"
+        res = self.xen.run(f"xenstore-read {shlex.quote(base + '/state')} 2>/dev/null || echo none; "
+                           f"xenstore-read {shlex.quote(base + '/backend')} 2>/dev/null || echo none",
+                           timeout_s=30)
+        lines = res.stdout.split()
+        front = int(lines[0]) if lines and lines[0].isdigit() else None
+        backend = parsers.backend_path(lines[1]) if len(lines) > 1 else None
+        back = None
+        if backend:
+            res = self.xen.run(f"xenstore-read {shlex.quote(backend + '/state')} 2>/dev/null", timeout_s=30)
+            back = int(res.stdout.strip()) if res.stdout.strip().isdigit() else None
+        return front, back
+
+    def _guest_has_device(self, vdev: str) -> bool:
+        devid = parsers.vdev_number(vdev)
+        return self.guest.run(f"test -e /sys/bus/xen/devices/vbd-{devid}", timeout_s=30).exit_status == 0
+
+    # -- vbd -------------------------------------------------------------------
+    def vbd(self, step: VbdStep, timeout_s: float) -> dict:
+        return self.attach(step, timeout_s) if step.op == "attach" else self.detach(step.vdev, timeout_s)
+
+    def attach(self, step: VbdStep, timeout_s: float) -> dict:
+        cap = self.capture
+        if step.vdev in cap.vdevs:
+            raise InfraError(f"vbd step: the guest already has {step.vdev}",
+                             hint="Detach it first, or attach another vdev")
+        disk = DiskConfig(step.vdev, step.backend, step.size_mib)
+        image = self.guest.paths.vbd_image(disk)
+        if step.target == "missing":
+            image += ".missing"
+            self.xen.run(f"rm -f {shlex.quote(image)}", timeout_s=30)
+        else:
+            self.xen.run(f"truncate -s {step.size_mib}M {shlex.quote(image)}", check=True, timeout_s=30,
+                         what=f"creating the image of {step.vdev}")
+        from harness.guest.xlcfg import disk_spec
+
+        started = time.monotonic()
+        res = self.xen.xl(f"block-attach {shlex.quote(self.guest.name)} {shlex.quote(disk_spec(disk, image))}",
+                          check=False, timeout_s=timeout_s)
+        out = {"xl_exit": res.exit_status, "xl_output": (res.stderr or res.stdout).strip()[-400:]}
+        if step.target == "file":
+            if not res.ok:
+                raise InfraError(f"'xl block-attach' of {step.vdev} failed: {out['xl_output']}")
+            cap.vdevs.append(step.vdev)
+            guest_modules.wait_disks(self.guest, [step.vdev], timeout_s, f"attach {step.vdev}")
+        else:
+            # The frontend may see the device appear; it never connects, so
+            # it is not one a later load waits for.
+            time.sleep(step.settle_s)
+            out["guest_device"] = self._guest_has_device(step.vdev)
+        front, back = self.states(step.vdev)
+        cap.rings_stale = True
+        out.update(frontend_state=_state_name(front), backend_state=_state_name(back),
+                   connected=front == CONNECTED and back == CONNECTED,
+                   seconds=round(time.monotonic() - started, 2))
+        return out
+
+    def detach(self, vdev: str, timeout_s: float) -> dict:
+        """xl block-detach, then wait until the guest's xenbus device is
+        gone: blkfront_remove (and with it blkif_free) has returned."""
+        cap = self.capture
+        started = time.monotonic()
+        res = self.xen.xl(f"block-detach {shlex.quote(self.guest.name)} {shlex.quote(vdev)}", check=False,
+                          timeout_s=timeout_s)
+        out = {"xl_exit": res.exit_status, "xl_output": (res.stderr or res.stdout).strip()[-400:]}
+        deadline = time.monotonic() + timeout_s
+        while self._guest_has_device(vdev):
+            if time.monotonic() > deadline:
+                front, back = self.states(vdev)
+                raise InfraError(f"after 'xl block-detach' {vdev} is still a device in the guest after "
+                                 f"{timeout_s:.0f} s (frontend {_state_name(front)}, backend {_state_name(back)})",
+                                 hint="The guest's dmesg and the xenstore states are in the run folder")
+            time.sleep(0.5)
+        if vdev in cap.vdevs:
+            cap.vdevs.remove(vdev)
+        front, back = self.states(vdev)
+        out.update(gone=True, frontend_state=_state_name(front), backend_state=_state_name(back),
+                   seconds=round(time.monotonic() - started, 2))
+        return out
+
+    # -- blkfront ----------------------------------------------------------------
+    def module(self, step: ModuleStep, timeout_s: float) -> dict:
+        return self.unload(timeout_s) if step.op == "unload" else self.load(timeout_s)
+
+    def unload(self, timeout_s: float) -> dict:
+        """rmmod: blkfront's exit removes every device, each through
+        blkfront_remove and blkif_free, before it returns."""
+        mod = self._blkfront()
+        started = time.monotonic()
+        res = self.guest.run(f"rmmod {shlex.quote(mod.name)}", timeout_s=timeout_s)
+        if res.exit_status != 0:
+            raise InfraError(f"rmmod {mod.name} failed in the guest (status {res.exit_status}): "
+                             f"{res.stdout.strip()[-300:]}")
+        still = self.guest.run(f"test -e /sys/module/{mod.name}", timeout_s=30).exit_status == 0
+        return {"exit": res.exit_status, "unloaded": not still, "seconds": round(time.monotonic() - started, 2)}
+
+    def load(self, timeout_s: float) -> dict:
+        """insmod of the very build the run loaded first, then every vbd
+        the guest has must connect again."""
+        mod = self._blkfront()
+        started = time.monotonic()
+        loaded = guest_modules.insmod(self.guest, mod, timeout_s)
+        vdevs = list(self.capture.vdevs)
+        if vdevs:
+            guest_modules.wait_disks(self.guest, vdevs, timeout_s, "load blkfront")
+        self.capture.rings_stale = True
+        return {"loaded": True, "build_id": loaded.loaded_build_id[:12], "connected": vdevs,
+                "seconds": round(time.monotonic() - started, 2)}
+
+    def _blkfront(self):
+        if self.capture.blkfront is None:
+            raise InfraError("a module step needs the blkfront the run built and loaded; none was loaded")
+        return self.capture.blkfront
