@@ -144,7 +144,10 @@ class CaptureSession:
         out = []
         for ev in batch:
             ring = ev.get("ring")
-            if ev["kind"] == "blkif.req" and ring not in self.rings_announced and ring in self._ring_paths:
+            # A ring torn down before it carried a request is announced too:
+            # its ring page is a grant the frontend must end.
+            if ev["kind"] in ("blkif.req", "ring.free") and ring not in self.rings_announced \
+                    and ring in self._ring_paths:
                 _, _, gref = self._ring_paths[ring]
                 out.append({"t_ns": ev["t_ns"], "dom": ev["dom"], "src": "guest", "kind": "ring.setup", "ring": ring,
                             "grefs": [gref], "backend": 0, "nr_ents": 32, "start": 0})

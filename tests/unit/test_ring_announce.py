@@ -1,0 +1,34 @@
+"""The capture announces a ring (ring.setup, blkif.connect from xenstore)
+before its first request, and also before its teardown when it never
+carried one; after a teardown the same name is a new ring."""
+
+from harness.capture.live import CaptureSession
+
+
+def _session():
+    cap = CaptureSession.__new__(CaptureSession)
+    cap.rings_announced = set()
+    cap._ring_paths = {"xvdb/0": ("/local/domain/1/device/vbd/51728", "/local/domain/0/backend/vbd/1/51728", 11)}
+    cap._connect_facts = lambda ring: {"persistent": True, "max_indirect": 32}
+    return cap
+
+
+def _ev(kind, t, **kw):
+    return {"t_ns": t, "dom": 1, "src": "guest", "kind": kind, "ring": "xvdb/0", **kw}
+
+
+def test_a_ring_torn_down_before_any_request_is_announced_first():
+    out = _session()._synthesize_rings([_ev("ring.free", 5)])
+    assert [e["kind"] for e in out] == ["ring.setup", "blkif.connect", "ring.free"]
+    assert out[0]["grefs"] == [11]
+
+
+def test_after_a_teardown_the_next_request_announces_a_new_ring():
+    cap = _session()
+    out = cap._synthesize_rings([_ev("blkif.req", 1, idx=0, id=0), _ev("blkif.req", 2, idx=1, id=1),
+                                 _ev("ring.free", 3)])
+    assert [e["kind"] for e in out] == ["ring.setup", "blkif.connect", "blkif.req", "blkif.req", "ring.free"]
+    cap._ring_paths["xvdb/0"] = (*cap._ring_paths["xvdb/0"][:2], 40)
+    out = cap._synthesize_rings([_ev("blkif.req", 4, idx=0, id=0)])
+    assert [e["kind"] for e in out] == ["ring.setup", "blkif.connect", "blkif.req"]
+    assert out[0]["grefs"] == [40]
