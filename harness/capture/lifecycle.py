@@ -19,6 +19,7 @@ from harness.checks import parsers
 from harness.config import DiskConfig, ModuleStep, VbdStep
 from harness.errors import InfraError
 from harness.guest import modules as guest_modules
+from harness.guest.xlcfg import disk_spec
 
 XENBUS_STATES = {1: "Initialising", 2: "InitWait", 3: "Initialised", 4: "Connected", 5: "Closing", 6: "Closed"}
 CONNECTED = 4
@@ -73,8 +74,6 @@ class Lifecycle:
         else:
             self.xen.run(f"truncate -s {step.size_mib}M {shlex.quote(image)}", check=True, timeout_s=30,
                          what=f"creating the image of {step.vdev}")
-        from harness.guest.xlcfg import disk_spec
-
         started = time.monotonic()
         res = self.xen.xl(f"block-attach {shlex.quote(self.guest.name)} {shlex.quote(disk_spec(disk, image))}",
                           check=False, timeout_s=timeout_s)
