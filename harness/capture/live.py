@@ -282,6 +282,12 @@ class CaptureSession:
             return None
         if self.agent is None:
             self.agent = dom0_agent.AgentSession(self.xen)
+        # The guest is not stopped for the read: blkfront's purge work (every
+        # 10 s) may end grants between the drain before it and the read.  The
+        # marker opens a window the model reads as concurrent with the read,
+        # and the drain right after it closes the window.
+        self.assembly.add([{"t_ns": time.monotonic_ns(), "dom": 0, "src": "xen", "kind": "xen.table.begin",
+                            "rdom": self.guest.domid}], own_clock=False)
         result = self.agent.call({"op": "read_table", "rdom": self.guest.domid, "nr_frames": nr_frames})
         entries = result.get("entries")
         if not isinstance(entries, list) or not all(
@@ -290,6 +296,7 @@ class CaptureSession:
         with open(self.run_dir / "xen-grant-tables.txt", "a") as fh:
             fh.write(f"# d{self.guest.domid}, {nr_frames} frame(s): ref flags domid frame\n")
             fh.writelines(f"{r:#06x} {f:#06x} {d:5d} {fr:#x}\n" for r, f, d, fr in entries)
+        self.drain()
         self.assembly.add([{"t_ns": result["t_ns"], "dom": 0, "src": "xen", "kind": "xen.table",
                             "rdom": self.guest.domid, "nr_frames": nr_frames,
                             "entries": [{"ref": r, "flags": f, "dom": d, "frame": fr} for r, f, d, fr in entries]}],

@@ -35,6 +35,7 @@ class Checker:
         self.handlers = {s.DomainDestroy: self.on_destroy}
         for part in (GuestGrantEvents(state), HypercallEvents(state), RingEvents(state), self.xen_view):
             self.handlers.update(part.handlers())
+        self.xen_view.attach(self.handlers)
         missing = set(s.EVENT_TYPES) - set(self.handlers)
         assert not missing, missing
 

@@ -117,7 +117,10 @@ class _Run:
             held = sum(len(b) for b in view.baseline.values())
             notes.append(f"dom0 read the guest's whole grant table from Xen {view.table_reads} time(s): "
                          f"{view.entries_compared} entry readings held against the model, {held} granted entries "
-                         "the trace never touched held to their first reading")
+                         "the trace never touched held to their first reading"
+                         + (f"; {view.concurrent_readings} entry reading(s) showed a state the guest moved the "
+                            "entry through while dom0 read the table (blkfront's purge work runs on at a "
+                            "quiet point)" if view.concurrent_readings else ""))
         verdict = Verdict(
             outcome=outcome, policy=checker.policy, events=self.count, trace=self.name,
             kinds={t.__struct_config__.tag: n for t, n in self.kinds.items()},

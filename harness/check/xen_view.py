@@ -35,10 +35,17 @@ class XenView:
         self.baseline: dict[int, dict[int, tuple[int, int, int]]] = {}
         self.table_reads = 0
         self.entries_compared = 0
+        # Entries a read showed in a state the guest moved them through
+        # while dom0 read the table (see on_table_begin).
+        self.concurrent_readings = 0
+        self._handlers: dict = {}
+        self._unwrapped: dict = {}
+        self._window: tuple[int, dict[int, list[tuple]]] | None = None
 
     def handlers(self) -> dict:
         return {
             s.XenGnttab: self.on_dump,
+            s.XenTableBegin: self.on_table_begin,
             s.XenTable: self.on_table,
         }
 
@@ -148,7 +155,35 @@ class XenView:
             raise Divergence("xen.dump.mismatch", f"Xen has a writable map of read-only ref {ref}",
                              state={**table.entry_state(ref), "xen": _entry_dict(e)})
 
+    # -- the whole-table read and the guest running beside it
+
+    def attach(self, handlers: dict) -> None:
+        """The checker's handler dict, which a read's window wraps."""
+        self._handlers = handlers
+
+    def on_table_begin(self, ev: s.XenTableBegin) -> None:
+        """Until the matching `xen.table`, every event is concurrent with the
+        read: record each state the entries it names pass through, so the
+        read may show any of them.  Outside a window this costs nothing."""
+        self._close_window()
+        table = self.hv.table(ev.rdom)
+        passed: dict[int, list[tuple]] = {}
+        self._window = (ev.rdom, passed)
+        for cls, handler in list(self._handlers.items()):
+            if cls in (s.XenTableBegin, s.XenTable):
+                continue
+            self._handlers[cls] = _journaled(handler, table, passed)
+            self._unwrapped[cls] = handler
+
+    def _close_window(self) -> dict[int, list[tuple]]:
+        self._handlers.update(self._unwrapped)
+        self._unwrapped.clear()
+        window, self._window = self._window, None
+        return window[1] if window is not None else {}
+
     def on_table(self, ev: s.XenTable) -> None:
+        window = self._window
+        passed = self._close_window() if window is not None and window[0] == ev.rdom else {}
         self._owed(ev.rdom)
         self.hv.add_domain(ev.rdom)
         table = self.hv.table(ev.rdom)
@@ -162,50 +197,105 @@ class XenView:
             listed[e.ref] = e
         first = ev.rdom not in self.baseline
         baseline = self.baseline.setdefault(ev.rdom, {})
-        flags, gdom, frame, known, pin, soft = (table.flags, table.gdom, table.frame, table.known,
-                                                table.pin, table.soft)
         self.table_reads += 1
         for ref in range(entries):
             e = listed.get(ref)
-            if not known[ref]:
-                # Never touched by the trace: it must not change behind our back.
-                seen = (e.flags & ~_IN_USE, e.dom, e.frame) if e is not None and e.flags & ~_IN_USE else None
-                if first:
-                    if seen is not None:
-                        baseline[ref] = seen
-                elif seen != baseline.get(ref):
-                    was = baseline.get(ref)
-                    raise Divergence("xen.table.untraced", f"ref {ref} of d{ev.rdom} changed with no event in the "
-                                     f"trace: dom0 first read it {_describe(was)}, now {_describe(seen)}",
-                                     state={"ref": ref, "xen": _shared_dict(e), "first_read": _describe(was)})
+            now = _entry_of(table, ref)
+            self.entries_compared += now[3]
+            broken = self._judge(ev.rdom, table, ref, e, now, first, baseline)
+            if broken is None:
                 continue
-            self.entries_compared += 1
-            model = flags[ref]
-            xflags = e.flags if e is not None else 0
-            if not model & GTF_type_mask:
-                if xflags & GTF_type_mask:
-                    raise Divergence("xen.table.unexpected", f"Xen holds ref {ref} of d{ev.rdom} granted to "
-                                     f"d{e.dom}, frame {e.frame:#x} (flags {xflags:#x}); the model says the "
-                                     "guest ended it or never granted it",
-                                     state={**table.entry_state(ref), "xen": _shared_dict(e)})
-                if xflags and not pin[ref]:
-                    raise Divergence("xen.table.mismatch", f"Xen's entry {ref} of d{ev.rdom} has flags "
-                                     f"{xflags:#x} and no grant",
-                                     state={**table.entry_state(ref), "xen": _shared_dict(e)})
+            # The guest changed this entry while dom0 read it: any state it
+            # passed through is a true reading.
+            if any(self._judge(ev.rdom, table, ref, e, was, first, baseline) is None
+                   for was in passed.get(ref, ())):
+                self.concurrent_readings += 1
                 continue
-            if not xflags & GTF_type_mask:
-                raise Divergence("xen.table.missing", f"the model has ref {ref} of d{ev.rdom} granted to "
-                                 f"d{gdom[ref]}, frame {frame[ref]:#x}; Xen's entry is not granted "
-                                 f"(flags {xflags:#x})", state={**table.entry_state(ref), "xen": _shared_dict(e)})
-            if e.dom != gdom[ref] or e.frame != frame[ref] or (xflags & ~_IN_USE) != (model & ~_IN_USE):
-                raise Divergence("xen.table.mismatch", f"Xen's entry {ref} of d{ev.rdom} grants d{e.dom} frame "
-                                 f"{e.frame:#x} with flags {xflags:#x}; the model has d{gdom[ref]}, frame "
-                                 f"{frame[ref]:#x}, flags {model:#x}",
-                                 state={**table.entry_state(ref), "xen": _shared_dict(e)})
-            if soft.get(ref) not in _MAY_DROP and (xflags & _IN_USE) != (model & _IN_USE):
-                raise Divergence("xen.table.mismatch", f"Xen's entry {ref} of d{ev.rdom} is "
-                                 f"{_in_use(xflags)}; the model has it {_in_use(model)}",
-                                 state={**table.entry_state(ref), "xen": _shared_dict(e)})
+            if ref in passed:
+                broken.message += (f" (nor any of the {len(passed[ref])} state(s) the trace moved it "
+                                   "through while dom0 read the table)")
+            raise broken
+
+    def _judge(self, rdom: int, table: GrantTable, ref: int, e: s.SharedEntry | None, st: tuple,
+               first: bool, baseline: dict) -> Divergence | None:
+        """Xen's entry `e` (None: flags 0) against one model state `st` of the
+        entry (see _entry_of); the broken rule, or None when they agree."""
+        model, gdom, frame, known, pin, soft = st
+        if not known:
+            # Never touched by the trace: it must not change behind our back.
+            seen = (e.flags & ~_IN_USE, e.dom, e.frame) if e is not None and e.flags & ~_IN_USE else None
+            if first:
+                if seen is not None:
+                    baseline[ref] = seen
+                return None
+            if seen != baseline.get(ref):
+                was = baseline.get(ref)
+                return Divergence("xen.table.untraced", f"ref {ref} of d{rdom} changed with no event in the "
+                                  f"trace: dom0 first read it {_describe(was)}, now {_describe(seen)}",
+                                  state={"ref": ref, "xen": _shared_dict(e), "first_read": _describe(was)})
+            return None
+        xflags = e.flags if e is not None else 0
+        if not model & GTF_type_mask:
+            if xflags & GTF_type_mask:
+                return Divergence("xen.table.unexpected", f"Xen holds ref {ref} of d{rdom} granted to "
+                                  f"d{e.dom}, frame {e.frame:#x} (flags {xflags:#x}); the model says the "
+                                  "guest ended it or never granted it",
+                                  state={**table.entry_state(ref), "xen": _shared_dict(e)})
+            if xflags and not pin:
+                return Divergence("xen.table.mismatch", f"Xen's entry {ref} of d{rdom} has flags "
+                                  f"{xflags:#x} and no grant",
+                                  state={**table.entry_state(ref), "xen": _shared_dict(e)})
+            return None
+        if not xflags & GTF_type_mask:
+            return Divergence("xen.table.missing", f"the model has ref {ref} of d{rdom} granted to "
+                              f"d{gdom}, frame {frame:#x}; Xen's entry is not granted "
+                              f"(flags {xflags:#x})", state={**table.entry_state(ref), "xen": _shared_dict(e)})
+        if e.dom != gdom or e.frame != frame or (xflags & ~_IN_USE) != (model & ~_IN_USE):
+            return Divergence("xen.table.mismatch", f"Xen's entry {ref} of d{rdom} grants d{e.dom} frame "
+                              f"{e.frame:#x} with flags {xflags:#x}; the model has d{gdom}, frame "
+                              f"{frame:#x}, flags {model:#x}",
+                              state={**table.entry_state(ref), "xen": _shared_dict(e)})
+        if soft not in _MAY_DROP and (xflags & _IN_USE) != (model & _IN_USE):
+            return Divergence("xen.table.mismatch", f"Xen's entry {ref} of d{rdom} is "
+                              f"{_in_use(xflags)}; the model has it {_in_use(model)}",
+                              state={**table.entry_state(ref), "xen": _shared_dict(e)})
+        return None
+
+
+def _entry_of(table: GrantTable, ref: int) -> tuple:
+    """What the whole-table read is judged on, for one entry."""
+    return (table.flags[ref], table.gdom[ref], table.frame[ref], table.known[ref], table.pin[ref],
+            table.soft.get(ref))
+
+
+def _named_refs(ev: s.Event) -> list[int]:
+    """The grant refs an event names (the entries it may change)."""
+    refs = []
+    ref = getattr(ev, "ref", None)
+    if isinstance(ref, int) and ref >= 0:
+        refs.append(ref)
+    refs.extend(getattr(ev, "grefs", ()))
+    refs.extend(seg[0] for seg in getattr(ev, "segs", ()))
+    refs.extend(getattr(ev, "indirect_grefs", ()))
+    return refs
+
+
+def _journaled(handler, table: GrantTable, passed: dict[int, list[tuple]]):
+    """`handler`, recording the states of the entries its event names
+    before and after it runs."""
+    def journaled(ev):
+        refs = [r for r in _named_refs(ev) if r < table.capacity]
+        for ref in refs:
+            states = passed.setdefault(ref, [])
+            was = _entry_of(table, ref)
+            if not states or states[-1] != was:
+                states.append(was)
+        handler(ev)
+        for ref in refs:
+            if ref < table.capacity:
+                passed[ref].append(_entry_of(table, ref))
+    return journaled
+
 
 def _entry_dict(e: s.DumpEntry) -> dict:
     return {"ref": e.ref, "mapdom": e.mapdom, "pin": f"{e.pin:#x}", "gdom": e.gdom,

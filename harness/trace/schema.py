@@ -365,6 +365,15 @@ class SharedEntry(msgspec.Struct, kw_only=True, gc=False, forbid_unknown_fields=
     frame: U64
 
 
+class XenTableBegin(Event, tag="xen.table.begin", **_RECORD):
+    """dom0 is about to read domain `rdom`'s whole table.  The guest runs on
+    meanwhile (blkfront's purge work may end grants): the guest events
+    between this record and the next `xen.table` of `rdom` were drained after
+    the read and may have happened before or after it."""
+
+    rdom: U16
+
+
 class XenTable(Event, tag="xen.table", **_RECORD):
     """Domain `rdom`'s whole grant table (its first `nr_frames` frames), read by
     dom0 from Xen through XENMEM_resource_grant_table at a quiet point: every
@@ -387,7 +396,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OpSetVersion, OpGetVersion,
     RingSetup, BlkifConnect, BlkifReq, RingPush, BlkifRsp, RingRspPush,
     BlkifDisconnect, RingFree,
-    XenGnttab, XenTable, DomainDestroy,
+    XenGnttab, XenTableBegin, XenTable, DomainDestroy,
 )
 
 AnyEvent = Union[EVENT_TYPES]  # type: ignore[valid-type]

@@ -41,3 +41,23 @@ def test_expected_status_after_a_replay():
     assert checker.expected_status("unmap", 0, handle=8, host_addr=None,
                                    dev_bus_addr=None).value == GNTST_bad_handle
     assert checker.expected_status("query_size", 1, rdom=DOMID_SELF).value == GNTST_okay
+
+
+def test_a_table_read_window_wraps_the_handlers_only_until_its_read():
+    # The window a concurrent read opens costs nothing once the read is judged:
+    # the checker's handlers are the plain ones again.
+    from harness.trace.schema import SharedEntry, XenTable, XenTableBegin
+
+    checker = Checker(HEADER)
+    plain = dict(checker.handlers)
+    for event in events():
+        checker.handlers[type(event)](event)
+    checker.handlers[XenTableBegin](XenTableBegin(seq=4, t_ns=4, dom=0, src="xen", rdom=1))
+    assert checker.handlers[GntEnd] is not plain[GntEnd]
+    # blkback unmaps, then the guest ends ref 8 after the read: the read still saw it granted and mapped
+    checker.hv.table(1).unpin(8, checker.hv.table(1).pin[8], True)
+    checker.handlers[GntEnd](GntEnd(seq=5, t_ns=5, dom=1, src="guest", ref=8, ok=True))
+    checker.handlers[XenTable](XenTable(seq=6, t_ns=6, dom=0, src="xen", rdom=1, nr_frames=1,
+                                        entries=[SharedEntry(ref=8, flags=0x5, dom=0, frame=0x1000)]))
+    assert checker.handlers == plain
+    assert checker.xen_view.concurrent_readings == 1

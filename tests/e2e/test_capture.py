@@ -78,10 +78,6 @@ def test_blkfront_ending_a_grant_early_fails_at_that_request(tmp_path, no_stack_
 
 
 @pytest.mark.timeout(1800)
-@pytest.mark.xfail(reason="known race, not fixed yet: blkfront's persistent-grant purge work (every 10 s) can end "
-                          "a grant between the quiet point's drain and dom0's table read, which the model then "
-                          "reports as xen.table.missing (seen once in clean-clone CI, seq 3979, ref 10 of xvda)",
-                   strict=False)
 def test_blkfront_lifecycle_attach_and_detach_pass_with_every_grant_ended(tmp_path, no_stack_left):
     rc, out, report = run(REPO / "configs" / "scenarios" / "blkfront-lifecycle.yaml", tmp_path)
     assert rc == 0, out
