@@ -37,6 +37,37 @@ def _parse_stats(text: str) -> dict[str, str]:
     return stats
 
 
+# The xenstore nodes blkif.features records (drivers/block/xen-blkfront.c
+# talk_to_blkback and blkfront_gather_backend_features; blkback's xenbus.c).
+FRONT_NODES = ("state", "feature-persistent", "multi-queue-num-queues", "ring-page-order", "protocol", "trusted")
+BACK_NODES = ("feature-persistent", "feature-max-indirect-segments", "multi-queue-max-queues",
+              "max-ring-page-order", "feature-flush-cache", "feature-barrier", "feature-discard",
+              "discard-granularity", "discard-alignment", "discard-secure", "sector-size",
+              "physical-sector-size", "sectors", "info")
+NEGOTIATION_PARAMS = ("feature_persistent", "max_indirect_segments", "max_queues", "max_ring_page_order",
+                      "trusted")
+
+
+def _node_values(out: str, count: int) -> list[str | None]:
+    """The values of `count` two-line blocks ("@", then "=value" or an empty
+    line for an absent node), in order; None where absent or unreadable."""
+    lines = out.split("\n")
+    values: list[str | None] = []
+    for i in range(count):
+        pair = lines[2 * i:2 * i + 2]
+        ok = len(pair) == 2 and pair[0] == "@" and pair[1].startswith("=")
+        values.append(pair[1][1:] if ok else None)
+    return values
+
+
+def _param_value(text: str | None) -> int | None:
+    """A module parameter as sysfs or insmod spells it: digits, Y/N, 1/0."""
+    text = (text or "").strip()
+    if text.isdigit():
+        return int(text)
+    return {"Y": 1, "N": 0, "y": 1, "n": 0}.get(text)
+
+
 def _backend_kind(scenario: Scenario) -> str:
     kinds = {d.backend for d in scenario.guest.disks}
     if kinds == {"phy"}:
@@ -72,6 +103,8 @@ class CaptureSession:
         self.failure: str | None = None   # set once the capture lost data: never judged after that
         self.console_tail = ""            # the guest console's last lines at the last checkpoint
         self.dropped_seen: str | None = None   # the tracer's drop counter at the last drain
+        self._asked: dict[str, int] | None = None   # blkfront's parameters in force (blkif.features)
+        self.unjudged_negotiations: list[str] = []   # rings first seen after their device left Connected
 
     # -- arming --------------------------------------------------------------
     def tracer_params(self, blkfront: BuiltModule | None) -> dict[str, str]:
@@ -138,6 +171,44 @@ class CaptureSession:
         return {"persistent": len(flags) == 2 and flags == ["1", "1"],
                 "max_indirect": int(indirect.strip()) if indirect.strip().isdigit() else 0}
 
+    def _features(self, ring: str) -> dict | None:
+        """blkif.features for `ring`: both ends' negotiation nodes, the
+        frontend's parameters in force and the guest's vCPUs; None when the
+        frontend is no longer Connected (a ring announced only at its
+        teardown: its nodes may be gone, so there is nothing to judge)."""
+        base, backend, _gref = self._ring_paths[ring]
+        # The frontend's directory is the guest's to write: in dom0 each value
+        # is cut to 64 bytes and to printable characters, so every node is
+        # exactly two lines: its name, then "=value" or nothing if absent.
+        nodes = [d + "/" + name for d, names in ((base, FRONT_NODES), (backend, BACK_NODES)) for name in names]
+        script = "; ".join(f"echo @; if v=$(xenstore-read {shlex.quote(node)} 2>/dev/null); then "
+                           "printf '=%s' \"$v\" | head -c 65 | tr -c '[:print:]' '?'; fi; echo" for node in nodes)
+        res = self.xen.run(script, timeout_s=30)
+        values = _node_values(res.stdout, len(nodes))
+        front = {n: values[i] for i, n in enumerate(FRONT_NODES) if values[i] is not None}
+        back = {n: values[len(FRONT_NODES) + i] for i, n in enumerate(BACK_NODES)
+                if values[len(FRONT_NODES) + i] is not None}
+        if front.get("state") != "4":
+            self.unjudged_negotiations.append(ring)
+            return None
+        return {"t_ns": 0, "dom": self.guest.domid, "src": "guest", "kind": "blkif.features", "ring": ring,
+                "front": front, "back": back, "asked": self._asked_params(), "vcpus": self.scenario.guest.vcpus}
+
+    def _asked_params(self) -> dict[str, int]:
+        """blkfront's parameters: as the scenario set them, the rest as the
+        loaded module reports them (a patch may change a default)."""
+        if self._asked is None:
+            res = self.guest.run("cd /sys/module/xen_blkfront/parameters 2>/dev/null && "
+                                 "for f in *; do echo \"$f=$(cat \"$f\")\"; done", timeout_s=30)
+            reported = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+            asked = {}
+            for name in NEGOTIATION_PARAMS:
+                value = _param_value(self.scenario.modules.blkfront.params.get(name, reported.get(name)))
+                if value is not None:
+                    asked[name] = value
+            self._asked = asked
+        return self._asked
+
     def _synthesize_rings(self, batch: list[dict]) -> list[dict]:
         """Insert ring.setup after the grant of each ring page and
         blkif.connect before the ring's first request (facts from xenstore)."""
@@ -153,6 +224,9 @@ class CaptureSession:
                             "grefs": [gref], "backend": 0, "nr_ents": 32, "start": 0})
                 out.append({"t_ns": ev["t_ns"], "dom": ev["dom"], "src": "guest", "kind": "blkif.connect", "ring": ring,
                             **self._connect_facts(ring)})
+                features = self._features(ring)
+                if features is not None:
+                    out.append({**features, "t_ns": ev["t_ns"]})
                 self.rings_announced.add(ring)
             out.append(ev)
             if ev["kind"] == "ring.free":

@@ -13,6 +13,7 @@ from harness.model.constants import GNTTAB_NR_RESERVED_ENTRIES, GTF_readonly, GT
 from harness.model.gnttab import Expect, expected_status
 from harness.model.guest_grants import GuestGrantEvents
 from harness.model.hypercall_events import HypercallEvents
+from harness.model.negotiation import NegotiationEvents
 from harness.model.ring_events import RingEvents
 from harness.model.state import DEFAULT_POLICY, ModelState
 from harness.trace import schema as s
@@ -33,7 +34,9 @@ class Checker:
         self.series = ({"ring_occupancy": {}, "granted": {}, "mapped": {}, "table_frames": {}}
                        if series else None)
         self.handlers = {s.DomainDestroy: self.on_destroy}
-        for part in (GuestGrantEvents(state), HypercallEvents(state), RingEvents(state), self.xen_view):
+        self.negotiation = NegotiationEvents(state)
+        for part in (GuestGrantEvents(state), HypercallEvents(state), RingEvents(state),
+                     self.negotiation, self.xen_view):
             self.handlers.update(part.handlers())
         self.xen_view.attach(self.handlers)
         missing = set(s.EVENT_TYPES) - set(self.handlers)

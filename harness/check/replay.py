@@ -112,6 +112,14 @@ class _Run:
             notes.append(f"{checker.purged} mapping(s) the model had only inferred were absent from "
                          "Xen's dump and are forgotten (blkback purges persistent grants: "
                          "blkback.c purge_persistent_gnt)")
+        judged = checker.negotiation.judged
+        if judged:
+            notes.append(f"feature negotiation judged on {len(judged)} ring(s) ({', '.join(judged[:6])}"
+                         f"{', ...' if len(judged) > 6 else ''}): both ends' xenstore nodes, then every request")
+        unjudged = sorted(name for name, ring in checker.rings.items() if ring.negotiated is None)
+        if unjudged and checker.policy != "seed":
+            notes.append(f"feature negotiation not judged on ring(s) {', '.join(unjudged[:6])}: the trace has no "
+                         "blkif.features for them (the capture reads it only while the device is Connected)")
         view = checker.xen_view
         if view.table_reads:
             held = sum(len(b) for b in view.baseline.values())

@@ -54,7 +54,7 @@ class FrontRing:
     __slots__ = (
         "name", "dom", "backend", "grefs", "nr_ents", "connected", "persistent",
         "max_indirect", "req_prod_pvt", "req_prod", "rsp_cons", "rsp_prod",
-        "in_flight", "unpublished", "pending_n", "last_answered", "freed",
+        "in_flight", "unpublished", "pending_n", "last_answered", "freed", "negotiated",
     )
 
     def __init__(self, name: str, dom: int, backend: int, grefs: list[int], nr_ents: int,
@@ -67,6 +67,9 @@ class FrontRing:
         self.connected = False
         self.persistent = False
         self.max_indirect = 0
+        # What the device negotiated (harness/model/negotiation.Negotiated),
+        # once a blkif.features event said; None: not judged.
+        self.negotiated = None
         # FRONT_RING_INIT / SHARED_RING_INIT: everything starts at 0; `start`
         # lets tests begin near 2**32 to exercise the wrap.
         self.req_prod_pvt = start

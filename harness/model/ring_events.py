@@ -5,6 +5,7 @@ the frontend ends them (harness/model/ring.py and blkif.py hold the rules)."""
 from __future__ import annotations
 
 from harness.model.blkif import check_grants, check_response, parse_request
+from harness.model.negotiation import check_request
 from harness.model.constants import GTF_permit_access, GTF_readonly, GTF_type_mask, RING_IDX_MASK
 from harness.model.ring import FrontRing, Request, blkif_ring_entries
 from harness.model.rules import Divergence
@@ -85,6 +86,9 @@ class RingEvents:
         ring.check_request_slot(ev.idx, id)
         op, data, indirect = parse_request(ring, id, ev.op, ev.segs, ev.indirect_op,
                                            ev.nr_segments, ev.indirect_grefs)
+        if ring.negotiated is not None:
+            check_request(ring, ring.negotiated, id, ev.op,
+                          ev.nr_segments if ev.nr_segments is not None else len(ev.segs))
         guest = self.guests[ring.dom]
         check_grants(guest.table, guest.alloc, ring, id, op, data, indirect, self.seed)
         grefs = data + indirect

@@ -267,6 +267,20 @@ class BlkifConnect(Event, tag="blkif.connect", **_RECORD):
     max_indirect: U32 = 0
 
 
+class BlkifFeatures(Event, tag="blkif.features", **_RECORD):
+    """What both ends of ring `ring`'s device wrote in xenstore when it
+    connected (`front`, `back`: node name -> value, absent nodes left out),
+    the frontend's module parameters in force (`asked`: name -> value, as
+    the scenario set them, else as the loaded module reports them) and the
+    guest's vCPUs.  Values are the raw strings the ends wrote."""
+
+    ring: str
+    front: dict[str, str] = {}
+    back: dict[str, str] = {}
+    asked: dict[str, int] = {}
+    vcpus: int | None = None
+
+
 class BlkifReq(Event, tag="blkif.req", **_RECORD):
     """A request as read from the shared ring at free-running index `idx`.
 
@@ -394,7 +408,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ToolstackGrant,
     OpQuerySize, OpSetupTable, OpMap, OpUnmap, OpCopy, OpTransfer,
     OpSetVersion, OpGetVersion,
-    RingSetup, BlkifConnect, BlkifReq, RingPush, BlkifRsp, RingRspPush,
+    RingSetup, BlkifConnect, BlkifFeatures, BlkifReq, RingPush, BlkifRsp, RingRspPush,
     BlkifDisconnect, RingFree,
     XenGnttab, XenTableBegin, XenTable, DomainDestroy,
 )

@@ -72,3 +72,13 @@ def test_chain_after_boot_takes_the_known_front_of_the_free_list():
     t.add([ev(kind="gnt.claim", head=296, ref=296)])
     header, events = t.parsed()
     assert replay(events, header=header).outcome == "FAIL"
+
+
+def test_negotiation_nodes_parse_as_two_lines_each_whatever_the_guest_wrote():
+    from harness.capture.live import _node_values, _param_value
+
+    # present, absent, a value the guest filled with '@' and '=' (cut to
+    # printable characters in dom0), and a truncated output
+    out = "@\n=1\n@\n\n@\n=@=x?y\n@\n"
+    assert _node_values(out, 4) == ["1", None, "@=x?y", None]
+    assert [_param_value(v) for v in ("Y", "N", "16", "", None, "x")] == [1, 0, 16, None, None, None]

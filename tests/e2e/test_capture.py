@@ -44,6 +44,13 @@ def test_blkfront_io_passes_and_the_report_renders(tmp_path, no_stack_left):
     assert {"guest", "xen"} <= srcs and n > 2000
     kinds = report["info"]["verdict"]["kinds"]
     assert kinds.get("blkif.req", 0) > 300 and kinds.get("ring.push", 0) > 100 and kinds.get("xen.gnttab") == 2
+    # the unmodified driver's negotiation was judged, from both ends' nodes, and held
+    assert kinds.get("blkif.features") == 1
+    features = next(json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()[1:]
+                    if '"blkif.features"' in line)
+    assert features["front"]["feature-persistent"] == "1" and features["back"]["feature-persistent"] == "1"
+    assert int(features["back"]["feature-max-indirect-segments"]) > 11
+    assert any("feature negotiation judged on 1 ring(s) (xvda/0)" in n for n in report["info"]["verdict"]["notes"])
     dom, console = render(tmp_path / "report.html")
     assert console == [], console
     drawn = plots(dom)
@@ -99,3 +106,26 @@ def test_blkfront_leaking_grants_on_detach_fails_naming_the_refs(tmp_path, no_st
     assert div["state"]["ring"] == "xvdb/0" and div["state"]["leaked"], div
     detach = next(c for c in report["checks"] if c["id"] == "step detach xvdb")
     assert detach["outcome"] == "FAIL" and "lifecycle.grant-leak" in detach["message"], detach
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("scenario, rule, step", [
+    # advertises its last negotiation (0 at first connect) instead of the parameter (1)
+    ("persistent-advert.yaml", "negotiate.persistent", None),
+    # ignores max_indirect_segments=16: 128 KiB requests go out with 32 segments
+    ("indirect-ignores-param.yaml", "negotiate.indirect", "step 128 KiB direct reads 4 in flight"),
+])
+def test_blkfront_getting_a_negotiation_wrong_fails_naming_the_ring(scenario, rule, step, tmp_path, no_stack_left):
+    rc, out, report = run(REPO / "tests" / "e2e" / "scenarios" / scenario, tmp_path)
+    assert rc == 1, out
+    div = report["info"]["verdict"]["divergence"]
+    assert div["rule"] == rule, div
+    assert "xvda/0" in div["message"], div
+    if rule == "negotiate.persistent":
+        assert div["event"]["kind"] == "blkif.features"
+        assert (div["expected"], div["actual"]) == ("1", "0"), div
+    else:
+        assert div["event"]["kind"] == "blkif.req" and div["event"]["op"] == 6, div
+        assert (div["expected"], div["actual"]) == (16, 32), div
+        failed = next(c for c in report["checks"] if c["id"] == step)
+        assert failed["outcome"] == "FAIL" and rule in failed["message"], failed

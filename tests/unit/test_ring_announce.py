@@ -10,6 +10,10 @@ def _session():
     cap.rings_announced = set()
     cap._ring_paths = {"xvdb/0": ("/local/domain/1/device/vbd/51728", "/local/domain/0/backend/vbd/1/51728", 11)}
     cap._connect_facts = lambda ring: {"persistent": True, "max_indirect": 32}
+    # blkif.features only while the device is Connected (here: not for a ring seen first at its teardown)
+    cap._features = lambda ring: (None if cap.gone else {"kind": "blkif.features", "ring": ring, "front": {},
+                                                          "back": {}, "asked": {}})
+    cap.gone = False
     return cap
 
 
@@ -18,7 +22,9 @@ def _ev(kind, t, **kw):
 
 
 def test_a_ring_torn_down_before_any_request_is_announced_first():
-    out = _session()._synthesize_rings([_ev("ring.free", 5)])
+    cap = _session()
+    cap.gone = True
+    out = cap._synthesize_rings([_ev("ring.free", 5)])
     assert [e["kind"] for e in out] == ["ring.setup", "blkif.connect", "ring.free"]
     assert out[0]["grefs"] == [11]
 
@@ -27,8 +33,9 @@ def test_after_a_teardown_the_next_request_announces_a_new_ring():
     cap = _session()
     out = cap._synthesize_rings([_ev("blkif.req", 1, idx=0, id=0), _ev("blkif.req", 2, idx=1, id=1),
                                  _ev("ring.free", 3)])
-    assert [e["kind"] for e in out] == ["ring.setup", "blkif.connect", "blkif.req", "blkif.req", "ring.free"]
+    assert [e["kind"] for e in out] == ["ring.setup", "blkif.connect", "blkif.features", "blkif.req", "blkif.req",
+                                        "ring.free"]
     cap._ring_paths["xvdb/0"] = (*cap._ring_paths["xvdb/0"][:2], 40)
     out = cap._synthesize_rings([_ev("blkif.req", 4, idx=0, id=0)])
-    assert [e["kind"] for e in out] == ["ring.setup", "blkif.connect", "blkif.req"]
+    assert [e["kind"] for e in out] == ["ring.setup", "blkif.connect", "blkif.features", "blkif.req"]
     assert out[0]["grefs"] == [40]
