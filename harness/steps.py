@@ -53,7 +53,8 @@ def _label(step: Step, taken: set[str]) -> str:
     what = (f"guest {step.guest}" if step.guest is not None else f"shell {step.shell}" if step.shell is not None
             else f"dom0 {step.dom0.get('op')}" if step.dom0 is not None
             else f"{step.vbd.op} {step.vbd.vdev}" if step.vbd is not None
-            else f"{step.module.op} {step.module.name}" if step.module is not None else "xen dump")
+            else f"{step.module.op} {step.module.name}" if step.module is not None
+            else f"idle {step.idle_s} s" if step.idle_s is not None else "xen dump")
     base = f"step {step.name or step.id or what}"
     label, n = base, 1
     while label in taken:
@@ -164,6 +165,9 @@ class StepRunner:
                 rec.result = life.module(step.module, step.timeout_s)
             # After every lifecycle step a quiet point: the torn-down rings
             # owe the end of their grants by now, and Xen's table says.
+            self._dump(rec, prefix="quiet_")
+        elif step.idle_s is not None:
+            rec.result = Lifecycle(cap).idle(step.idle_s)
             self._dump(rec, prefix="quiet_")
         else:
             self._dump(rec)

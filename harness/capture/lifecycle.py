@@ -118,6 +118,18 @@ class Lifecycle:
                    seconds=round(time.monotonic() - started, 2))
         return out
 
+    # -- time ------------------------------------------------------------------
+    def idle(self, seconds: int) -> dict:
+        """Leave the guest alone for `seconds`: blkfront's purge work (every
+        10 s) and blkback's persistent-grant timeout (60 s unused) run.
+        The guest must still answer afterwards."""
+        started = time.monotonic()
+        time.sleep(seconds)
+        res = self.guest.run("cat /proc/uptime", timeout_s=30)
+        if not res.ok:
+            raise InfraError(f"the guest did not answer after {seconds} s idle (status {res.exit_status})")
+        return {"idle_s": seconds, "seconds": round(time.monotonic() - started, 2)}
+
     # -- blkfront ----------------------------------------------------------------
     def module(self, step: ModuleStep, timeout_s: float) -> dict:
         return self.unload(timeout_s) if step.op == "unload" else self.load(timeout_s)

@@ -176,8 +176,10 @@ class Step:
     docs/exerciser.md), `shell` (a shell command in the guest), `dom0` (a
     GNTTABOP for dom0's grant agent: op plus its inputs), `dump: true` (a
     quiet point: Xen's grant dump goes into the trace), `vbd` (attach or
-    detach a disk) or `module` (unload or load blkfront); the last two end
-    with a quiet point of their own.  Values may name an
+    detach a disk), `module` (unload or load blkfront) or `idle_s` (the
+    guest left alone that long: blkfront's purge work and blkback's
+    persistent-grant timeout run); the last three end with a quiet point of
+    their own.  Values may name an
     earlier step's result as "@ID.field"; "guest" in dom0 inputs means the
     guest's domain id.  `expect` lists result fields and the values they
     must have (GNTST names such as okay or bad_gntref are allowed for
@@ -193,15 +195,19 @@ class Step:
     dump: bool = False
     vbd: VbdStep | None = None
     module: ModuleStep | None = None
+    idle_s: int | None = field(default=None, metadata=_rng(1, 3600))
     expect: dict[str, str] = field(default_factory=dict)
     timeout_s: int = field(default=120, metadata=_rng(1, 3600))
 
     def validate(self):
-        given = [k for k in ("guest", "shell", "dom0", "vbd", "module") if getattr(self, k) is not None] \
+        given = [k for k in ("guest", "shell", "dom0", "vbd", "module", "idle_s") if getattr(self, k) is not None] \
             + (["dump"] if self.dump else [])
         if len(given) != 1:
-            return "name", ("a step needs exactly one of guest, shell, dom0, dump, vbd, module; "
+            return "name", ("a step needs exactly one of guest, shell, dom0, dump, vbd, module, idle_s; "
                             f"this one has {', '.join(given) or 'none'}")
+        if self.idle_s is not None and self.idle_s >= self.timeout_s:
+            return "idle_s", (f"{self.idle_s} s of idling does not fit in the step's timeout_s ({self.timeout_s}); "
+                              "raise timeout_s above it")
         if self.dom0 is not None and "op" not in self.dom0:
             return "dom0", "needs an 'op' (query_size, setup_table, map, unmap, copy, transfer, set_version, get_version, gntalloc, read_grant)"
         return None

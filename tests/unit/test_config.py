@@ -41,6 +41,8 @@ def test_defaults_fill_missing_keys(tmp_path):
     ("name: x\nname: y\n", 2, "name", "twice"),
     ("name: x\nmodules:\n  blkfront:\n    params: {max_queues: '1; reboot'}\n", 4, "modules.blkfront.params",
      "may hold only letters"),
+    ("name: x\nsteps:\n  - {name: wait, idle_s: 200}\n", 3, "steps[0].idle_s", "raise timeout_s"),
+    ("name: x\nsteps:\n  - {name: wait, idle_s: 20, shell: true}\n", 3, "steps[0].name", "exactly one of"),
 ])
 def test_errors_name_file_line_and_key(tmp_path, text, line, key, words):
     p = write(tmp_path, text)
