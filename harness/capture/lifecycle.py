@@ -66,7 +66,8 @@ class Lifecycle:
         if step.vdev in cap.vdevs:
             raise InfraError(f"vbd step: the guest already has {step.vdev}",
                              hint="Detach it first, or attach another vdev")
-        disk = DiskConfig(step.vdev, step.backend, step.size_mib)
+        disks = cap.scenario.guest.disks
+        disk = DiskConfig(step.vdev, step.backend or (disks[0].backend if disks else "phy"), step.size_mib)
         image = self.guest.paths.vbd_image(disk)
         if step.target == "missing":
             image += ".missing"
@@ -135,16 +136,38 @@ class Lifecycle:
         return self.unload(timeout_s) if step.op == "unload" else self.load(timeout_s)
 
     def unload(self, timeout_s: float) -> dict:
-        """rmmod: blkfront's exit removes every device, each through
-        blkfront_remove and blkif_free, before it returns."""
+        """Unbind every vbd from blkfront, then rmmod it.
+
+        xenbus_dev_probe holds a reference on the driver's module for each
+        device it bound (drivers/xen/xenbus/xenbus_probe.c), so a plain
+        rmmod is refused (EWOULDBLOCK) while any vbd is bound.  Unbinding
+        runs xenbus_dev_remove: blkfront_remove and blkif_free (every ring
+        torn down, its grants ended or their ends deferred), the frontend
+        to Closed (blkfront does not allow rebind), the reference dropped.
+        The devices stay on the xen bus: a later load binds them again and
+        blkback reconnects them ("prepare for reconnect")."""
         mod = self._blkfront()
         started = time.monotonic()
-        res = self.guest.run(f"rmmod {shlex.quote(mod.name)}", timeout_s=timeout_s)
+        unbound = []
+        for vdev in self.capture.vdevs:
+            device = f"vbd-{parsers.vdev_number(vdev)}"
+            res = self.guest.run(f"if [ -e /sys/bus/xen/drivers/vbd/{device} ]; then "
+                                 f"echo {device} > /sys/bus/xen/drivers/vbd/unbind; fi", timeout_s=timeout_s)
+            if res.exit_status != 0:
+                raise InfraError(f"unbinding {vdev} ({device}) from blkfront failed in the guest "
+                                 f"(status {res.exit_status}): {res.stdout.strip()[-300:]}")
+            unbound.append(vdev)
+        res = self.guest.run(f"rmmod {shlex.quote(mod.name)} 2>&1", timeout_s=timeout_s)
         if res.exit_status != 0:
+            holders = self.guest.run(f"cat /sys/module/{shlex.quote(mod.name)}/refcnt; "
+                                     f"ls /sys/module/{shlex.quote(mod.name)}/holders", timeout_s=30).stdout
             raise InfraError(f"rmmod {mod.name} failed in the guest (status {res.exit_status}): "
-                             f"{res.stdout.strip()[-300:]}")
-        still = self.guest.run(f"test -e /sys/module/{mod.name}", timeout_s=30).exit_status == 0
-        return {"exit": res.exit_status, "unloaded": not still, "seconds": round(time.monotonic() - started, 2)}
+                             f"{res.stdout.strip()[-300:]}; after unbinding {', '.join(unbound) or 'no vbd'} "
+                             f"its refcount and holders are: {' '.join(holders.split())[:200]}")
+        still = self.guest.run(f"test -e /sys/module/{shlex.quote(mod.name)}", timeout_s=30).exit_status == 0
+        self.capture.rings_stale = True
+        return {"exit": res.exit_status, "unbound": unbound, "unloaded": not still,
+                "seconds": round(time.monotonic() - started, 2)}
 
     def load(self, timeout_s: float) -> dict:
         """insmod of the very build the run loaded first, then every vbd

@@ -149,13 +149,15 @@ class VbdStep:
 
     op: Literal["attach", "detach"] = "attach"
     vdev: str = "xvdb"
-    backend: Literal["phy", "qdisk"] = "phy"
+    # None: the backend of the guest's first disk (so a nightly cell that
+    # puts every disk on qdisk attaches on qdisk too).
+    backend: Literal["phy", "qdisk"] | None = None
     size_mib: int = field(default=16, metadata=_rng(1, 65536))
     target: Literal["file", "missing"] = "file"
     settle_s: int = field(default=10, metadata=_rng(1, 600))
 
     def validate(self):
-        return DiskConfig(self.vdev, self.backend, self.size_mib).validate()
+        return DiskConfig(self.vdev, self.backend or "phy", self.size_mib).validate()
 
 
 @dataclass

@@ -14,11 +14,13 @@ def test_shipped_matrix_expands_to_stable_cells(matrix):
     assert ids == [
         "blkfront-io/phy/default", "blkfront-io/phy/no-indirect", "blkfront-io/phy/no-persistent",
         "blkfront-io/qdisk/default",
+        "blkfront-lifecycle/phy/default", "blkfront-lifecycle/phy/no-indirect",
+        "blkfront-lifecycle/phy/no-persistent", "blkfront-lifecycle/qdisk/default",
         "gnttab-conformance/phy/default", "gnttab-conformance/qdisk/default",
         "smoke/phy/default", "smoke/phy/no-indirect", "smoke/phy/no-persistent", "smoke/qdisk/default",
     ]
-    assert len(matrix.excluded) == 8 and all(e["reason"] for e in matrix.excluded)
-    assert matrix.scenarios == ["smoke", "gnttab-conformance", "blkfront-io"]
+    assert len(matrix.excluded) == 10 and all(e["reason"] for e in matrix.excluded)
+    assert matrix.scenarios == ["smoke", "gnttab-conformance", "blkfront-io", "blkfront-lifecycle"]
     # Columns every cell of which is excluded are not in the grid.
     assert matrix.columns == ["phy/default", "phy/no-persistent", "phy/no-indirect", "qdisk/default"]
     assert load_matrix(REPO / "configs" / "nightly.yaml").digest == matrix.digest

@@ -35,6 +35,8 @@ EXPECTED = {
     "blkfront-io/qdisk/default": "FAIL", "gnttab-conformance/phy/default": "PASS",
     "gnttab-conformance/qdisk/default": "INFRA", "smoke/phy/default": "PASS", "smoke/phy/no-indirect": "FAIL",
     "smoke/phy/no-persistent": "PASS", "smoke/qdisk/default": "FLAKY",
+    "blkfront-lifecycle/phy/default": "PASS", "blkfront-lifecycle/phy/no-indirect": "PASS",
+    "blkfront-lifecycle/phy/no-persistent": "PASS", "blkfront-lifecycle/qdisk/default": "PASS",
 }
 
 
@@ -59,7 +61,7 @@ def test_two_shards_merged_give_the_grid_of_one_unsharded_run(tmp_path, matrix, 
 
     assert whole["grid"]["cells"] == EXPECTED
     assert comparable(merged) == comparable(whole)
-    assert merged["outcome"] == "FAIL" and merged["counts"] == {"PASS": 5, "FLAKY": 1, "FAIL": 3, "INFRA": 1,
+    assert merged["outcome"] == "FAIL" and merged["counts"] == {"PASS": 9, "FLAKY": 1, "FAIL": 3, "INFRA": 1,
                                                                 "SKIP": 0, "MISSING": 0}
     assert [s["index"] for s in merged["shards"]] == [1, 2] and not merged["warnings"]
     html_whole = (tmp_path / "whole" / "index.html").read_text()
@@ -206,7 +208,7 @@ def test_history_gives_a_trend(tmp_path, matrix):
     history = nightly.load_history([nights], tmp_path / "tonight")
     assert [h["label"] for h in history] == ["n1", "n2"]
     _, night = nightly.run(matrix, WHOLE, tmp_path / "tonight", ScriptedRunner(SCRIPT), history=history)
-    assert [h["counts"]["PASS"] for h in night["history"]] == [10, 9]
+    assert [h["counts"]["PASS"] for h in night["history"]] == [14, 13]
     assert night["history"][1]["cells"]["smoke/phy/default"] == {
         "status": "INFRA", "link": "../history/n2/smoke/phy/default/report.html"}
     html = (tmp_path / "tonight" / "index.html").read_text()
