@@ -23,6 +23,7 @@ from harness.guest.xlcfg import disk_spec
 
 XENBUS_STATES = {1: "Initialising", 2: "InitWait", 3: "Initialised", 4: "Connected", 5: "Closing", 6: "Closed"}
 CONNECTED = 4
+CLOSED = 6
 
 
 def _state_name(value: int | None) -> str:
@@ -83,6 +84,7 @@ class Lifecycle:
             if not res.ok:
                 raise InfraError(f"'xl block-attach' of {step.vdev} failed: {out['xl_output']}")
             cap.vdevs.append(step.vdev)
+            cap.attached[step.vdev] = disk
             guest_modules.wait_disks(self.guest, [step.vdev], timeout_s, f"attach {step.vdev}")
         else:
             # The frontend may see the device appear; it never connects, so
@@ -114,6 +116,7 @@ class Lifecycle:
             time.sleep(0.5)
         if vdev in cap.vdevs:
             cap.vdevs.remove(vdev)
+        cap.attached.pop(vdev, None)
         front, back = self.states(vdev)
         out.update(gone=True, frontend_state=_state_name(front), backend_state=_state_name(back),
                    seconds=round(time.monotonic() - started, 2))
@@ -144,15 +147,14 @@ class Lifecycle:
         runs xenbus_dev_remove: blkfront_remove and blkif_free (every ring
         torn down, its grants ended or their ends deferred), the frontend
         to Closed (blkfront does not allow rebind), the reference dropped.
-        The devices stay on the xen bus: a later load binds them again and
-        blkback reconnects them ("prepare for reconnect")."""
+        The devices stay on the xen bus, Closed: see load."""
         mod = self._blkfront()
         started = time.monotonic()
         unbound = []
         for vdev in self.capture.vdevs:
             device = f"vbd-{parsers.vdev_number(vdev)}"
             res = self.guest.run(f"if [ -e /sys/bus/xen/drivers/vbd/{device} ]; then "
-                                 f"echo {device} > /sys/bus/xen/drivers/vbd/unbind; fi", timeout_s=timeout_s)
+                                 f"echo {device} > /sys/bus/xen/drivers/vbd/unbind; fi 2>&1", timeout_s=timeout_s)
             if res.exit_status != 0:
                 raise InfraError(f"unbinding {vdev} ({device}) from blkfront failed in the guest "
                                  f"(status {res.exit_status}): {res.stdout.strip()[-300:]}")
@@ -171,16 +173,43 @@ class Lifecycle:
 
     def load(self, timeout_s: float) -> dict:
         """insmod of the very build the run loaded first, then every vbd
-        the guest has must connect again."""
+        the guest has must connect again.
+
+        A vbd an unload unbound stays Closed: blkfront does not allow
+        rebind, so xenbus_dev_remove left it Closed, and binding it again
+        sets nothing back to Initialising (only a new xenbus device starts
+        there); blkback waits for that to "prepare for reconnect".  Such a
+        vbd is made anew by the toolstack, as a guest's owner would: xl
+        block-detach, then block-attach of the same disk."""
         mod = self._blkfront()
         started = time.monotonic()
         loaded = guest_modules.insmod(self.guest, mod, timeout_s)
         vdevs = list(self.capture.vdevs)
+        remade = []
+        for vdev in vdevs:
+            front, _back = self.states(vdev)
+            if front == CLOSED:
+                self._remake(vdev, timeout_s)
+                remade.append(vdev)
         if vdevs:
             guest_modules.wait_disks(self.guest, vdevs, timeout_s, "load blkfront")
         self.capture.rings_stale = True
-        return {"loaded": True, "build_id": loaded.loaded_build_id[:12], "connected": vdevs,
+        return {"loaded": True, "build_id": loaded.loaded_build_id[:12], "connected": vdevs, "remade": remade,
                 "seconds": round(time.monotonic() - started, 2)}
+
+    def _remake(self, vdev: str, timeout_s: float) -> None:
+        disk = self.capture.attached.get(vdev) or next(
+            (d for d in self.capture.scenario.guest.disks if d.vdev == vdev), None)
+        if disk is None:
+            raise InfraError(f"load blkfront: {vdev} is Closed and the harness does not know its disk to attach it again")
+        name = shlex.quote(self.guest.name)
+        for what, command in (("block-detach", f"block-detach {name} {shlex.quote(vdev)}"),
+                              ("block-attach", f"block-attach {name} "
+                                               f"{shlex.quote(disk_spec(disk, self.guest.paths.vbd_image(disk)))}")):
+            res = self.xen.xl(command, check=False, timeout_s=timeout_s)
+            if not res.ok:
+                raise InfraError(f"load blkfront: 'xl {what}' of the Closed {vdev} failed: "
+                                 f"{(res.stderr or res.stdout).strip()[-300:]}")
 
     def _blkfront(self):
         if self.capture.blkfront is None:

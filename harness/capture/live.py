@@ -61,11 +61,18 @@ def _node_values(out: str, count: int) -> list[str | None]:
 
 
 def _param_value(text: str | None) -> int | None:
-    """A module parameter as sysfs or insmod spells it: digits, Y/N, 1/0."""
+    """A module parameter as sysfs or insmod spells it: an integer, or a
+    boolean as kstrtobool reads one (y/n, t/f, 1/0 by the first letter;
+    on/off)."""
     text = (text or "").strip()
-    if text.isdigit():
+    if re.fullmatch(r"-?[0-9]+", text):
         return int(text)
-    return {"Y": 1, "N": 0, "y": 1, "n": 0}.get(text)
+    low = text.lower()
+    if low.startswith("on"):
+        return 1
+    if low.startswith("of"):
+        return 0
+    return {"y": 1, "t": 1, "n": 0, "f": 0}.get(low[:1])
 
 
 def _backend_kind(scenario: Scenario) -> str:
@@ -92,6 +99,7 @@ class CaptureSession:
         self.agent: dom0_agent.AgentSession | None = None
         self.exerciser_seq = -1
         self.vdevs = [d.vdev for d in scenario.guest.disks]   # the vbds connected now
+        self.attached: dict = {}                              # vdev -> DiskConfig of a vbd a step attached
         self.blkfront: BuiltModule | None = None              # the build loaded (for a reload)
         self.rings_stale = True                               # a ring may have been set up since
         self.ring_names: dict[int, str] = {}                  # ring-ref -> "xvda/0"
@@ -154,8 +162,10 @@ class CaptureSession:
             res = self.xen.run(f"xenstore-read {base}/ring-ref {base}/backend", timeout_s=30)
             lines = res.stdout.split()
             # Both values come from the guest's own xenstore directory: the
-            # backend path is used in dom0 commands, so it must look like one.
-            if res.ok and len(lines) == 2 and lines[0].isdigit() and parsers.backend_path(lines[1]):
+            # backend path is used in dom0 commands, so it must look like one,
+            # and name this guest's device (not another domain's backend).
+            if res.ok and len(lines) == 2 and lines[0].isdigit() and parsers.backend_path(lines[1]) \
+                    and lines[1].endswith(f"/{self.guest.domid}/{devid}"):
                 gref, backend = int(lines[0]), lines[1]
                 self.ring_names[gref] = f"{vdev}/0"
                 self._ring_paths[f"{vdev}/0"] = (base, backend, gref)
@@ -195,15 +205,16 @@ class CaptureSession:
                 "front": front, "back": back, "asked": self._asked_params(), "vcpus": self.scenario.guest.vcpus}
 
     def _asked_params(self) -> dict[str, int]:
-        """blkfront's parameters: as the scenario set them, the rest as the
-        loaded module reports them (a patch may change a default)."""
+        """blkfront's parameters as the loaded module reports them (after
+        xlblk_init's clamps; a patch may change a default), the scenario's
+        where sysfs has none."""
         if self._asked is None:
             res = self.guest.run("cd /sys/module/xen_blkfront/parameters 2>/dev/null && "
                                  "for f in *; do echo \"$f=$(cat \"$f\")\"; done", timeout_s=30)
             reported = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
             asked = {}
             for name in NEGOTIATION_PARAMS:
-                value = _param_value(self.scenario.modules.blkfront.params.get(name, reported.get(name)))
+                value = _param_value(reported.get(name, self.scenario.modules.blkfront.params.get(name)))
                 if value is not None:
                     asked[name] = value
             self._asked = asked
@@ -359,7 +370,10 @@ class CaptureSession:
         # The guest is not stopped for the read: blkfront's purge work (every
         # 10 s) may end grants between the drain before it and the read.  The
         # marker opens a window the model reads as concurrent with the read,
-        # and the drain right after it closes the window.
+        # and the drain right after it closes the window.  The drain before
+        # it keeps the window to the read itself (the dump before may have
+        # waited for Xen's log for many seconds).
+        self.drain()
         self.assembly.add([{"t_ns": time.monotonic_ns(), "dom": 0, "src": "xen", "kind": "xen.table.begin",
                             "rdom": self.guest.domid}], own_clock=False)
         result = self.agent.call({"op": "read_table", "rdom": self.guest.domid, "nr_frames": nr_frames})

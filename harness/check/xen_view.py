@@ -172,7 +172,7 @@ class XenView:
         for cls, handler in list(self._handlers.items()):
             if cls in (s.XenTableBegin, s.XenTable):
                 continue
-            self._handlers[cls] = _journaled(handler, table, passed)
+            self._handlers[cls] = _journaled(handler, table, passed, self.state.rings)
             self._unwrapped[cls] = handler
 
     def _close_window(self) -> dict[int, list[tuple]]:
@@ -182,8 +182,12 @@ class XenView:
         return window[1] if window is not None else {}
 
     def on_table(self, ev: s.XenTable) -> None:
+        # Any read closes the window (one of another domain included: its
+        # journal must not excuse a much later read).
         window = self._window
-        passed = self._close_window() if window is not None and window[0] == ev.rdom else {}
+        passed = self._close_window()
+        if window is None or window[0] != ev.rdom:
+            passed = {}
         self._owed(ev.rdom)
         self.hv.add_domain(ev.rdom)
         table = self.hv.table(ev.rdom)
@@ -206,8 +210,10 @@ class XenView:
             if broken is None:
                 continue
             # The guest changed this entry while dom0 read it: any state it
-            # passed through is a true reading.
-            if any(self._judge(ev.rdom, table, ref, e, was, first, baseline) is None
+            # passed through is a true reading.  A state from before the
+            # trace knew the entry proves nothing on a first read (there is
+            # no reading to hold it to) beyond "not granted".
+            if any(self._judge_passed(ev.rdom, table, ref, e, was, first, baseline)
                    for was in passed.get(ref, ())):
                 self.concurrent_readings += 1
                 continue
@@ -215,6 +221,15 @@ class XenView:
                 broken.message += (f" (nor any of the {len(passed[ref])} state(s) the trace moved it "
                                    "through while dom0 read the table)")
             raise broken
+
+    def _judge_passed(self, rdom: int, table: GrantTable, ref: int, e: s.SharedEntry | None, st: tuple,
+                      first: bool, baseline: dict) -> bool:
+        """Whether Xen's entry agrees with a state the window moved it
+        through; never learns a baseline."""
+        if not st[3]:
+            seen = e is not None and bool(e.flags & ~_IN_USE)
+            return not seen if first else self._judge(rdom, table, ref, e, st, False, dict(baseline)) is None
+        return self._judge(rdom, table, ref, e, st, first, {}) is None
 
     def _judge(self, rdom: int, table: GrantTable, ref: int, e: s.SharedEntry | None, st: tuple,
                first: bool, baseline: dict) -> Divergence | None:
@@ -268,9 +283,13 @@ def _entry_of(table: GrantTable, ref: int) -> tuple:
             table.soft.get(ref))
 
 
-def _named_refs(ev: s.Event) -> list[int]:
-    """The grant refs an event names (the entries it may change)."""
+def _named_refs(ev: s.Event, rings: dict) -> list[int]:
+    """The grant refs an event names (the entries it may change); an event
+    of a ring (blkif.connect pins its pages) names the ring's pages too."""
     refs = []
+    ring = rings.get(getattr(ev, "ring", None))
+    if ring is not None:
+        refs.extend(ring.grefs)
     ref = getattr(ev, "ref", None)
     if isinstance(ref, int) and ref >= 0:
         refs.append(ref)
@@ -280,11 +299,11 @@ def _named_refs(ev: s.Event) -> list[int]:
     return refs
 
 
-def _journaled(handler, table: GrantTable, passed: dict[int, list[tuple]]):
+def _journaled(handler, table: GrantTable, passed: dict[int, list[tuple]], rings: dict):
     """`handler`, recording the states of the entries its event names
-    before and after it runs."""
+    before and after it runs (each state once in a row)."""
     def journaled(ev):
-        refs = [r for r in _named_refs(ev) if r < table.capacity]
+        refs = [r for r in _named_refs(ev, rings) if r < table.capacity]
         for ref in refs:
             states = passed.setdefault(ref, [])
             was = _entry_of(table, ref)
@@ -293,7 +312,9 @@ def _journaled(handler, table: GrantTable, passed: dict[int, list[tuple]]):
         handler(ev)
         for ref in refs:
             if ref < table.capacity:
-                passed[ref].append(_entry_of(table, ref))
+                now = _entry_of(table, ref)
+                if passed[ref][-1] != now:
+                    passed[ref].append(now)
     return journaled
 
 

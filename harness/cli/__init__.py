@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import traceback
@@ -89,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("xenrig: interrupted; everything started was stopped.", file=sys.stderr)
         return _interrupted_code()
+    except BrokenPipeError:
+        # Whoever read our output stopped reading (`xenrig check T | head`):
+        # not a bug.  Nothing more goes to the closed pipe, not even Python's
+        # flush at exit; 141 is what a shell reports for SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # noqa: BLE001 - a bug of ours: one line here, the traceback in a file
         path = paths.state_dir() / "internal-error.txt"
         try:

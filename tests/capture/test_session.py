@@ -82,3 +82,4 @@ def test_negotiation_nodes_parse_as_two_lines_each_whatever_the_guest_wrote():
     out = "@\n=1\n@\n\n@\n=@=x?y\n@\n"
     assert _node_values(out, 4) == ["1", None, "@=x?y", None]
     assert [_param_value(v) for v in ("Y", "N", "16", "", None, "x")] == [1, 0, 16, None, None, None]
+    assert [_param_value(v) for v in ("on", "off", "true", "False", "-1")] == [1, 0, 1, 0, -1]

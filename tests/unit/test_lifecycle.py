@@ -55,3 +55,40 @@ def test_idle_checks_the_guest_still_answers(monkeypatch):
         life.idle(75)
     life, _ = _lifecycle(FakeGuest([]))
     assert life.idle(75)["idle_s"] == 75
+
+
+class FakeXen:
+    def __init__(self, front_state):
+        self.front_state = front_state
+        self.xl_calls = []
+
+    def run(self, command, timeout_s=None, **_):
+        if "/backend 2>/dev/null" in command:
+            return SimpleNamespace(stdout=f"{self.front_state}\n/local/domain/0/backend/vbd/3/51712\n", ok=True)
+        return SimpleNamespace(stdout="6\n", ok=True)
+
+    def xl(self, command, check=False, timeout_s=None):
+        self.xl_calls.append(command)
+        return SimpleNamespace(ok=True, stdout="", stderr="")
+
+
+@pytest.mark.parametrize("front_state, remade", [(6, ["xvda"]), (4, [])])
+def test_load_remakes_through_the_toolstack_a_vbd_left_closed(monkeypatch, front_state, remade):
+    # blkfront does not allow rebind: a vbd its unload unbound stays Closed until made anew
+    monkeypatch.setattr("harness.capture.lifecycle.guest_modules.insmod",
+                        lambda guest, mod, timeout_s: SimpleNamespace(loaded_build_id="ab" * 20))
+    monkeypatch.setattr("harness.capture.lifecycle.guest_modules.wait_disks", lambda *a: 0.0)
+    from harness.config import DiskConfig
+    xen = FakeXen(front_state)
+    guest = SimpleNamespace(domid=3, name="xenrig-guest", paths=SimpleNamespace(vbd_image=lambda d: f"/r/vbd-{d.vdev}.img"))
+    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvda"], rings_stale=False, attached={},
+                              blkfront=SimpleNamespace(name="xen_blkfront"),
+                              scenario=SimpleNamespace(guest=SimpleNamespace(disks=[DiskConfig("xvda", "phy", 64)])))
+    out = Lifecycle(capture).load(60)
+    assert out["remade"] == remade and capture.rings_stale
+    if remade:
+        assert xen.xl_calls[0] == "block-detach xenrig-guest xvda"
+        assert xen.xl_calls[1].startswith("block-attach xenrig-guest ") and "vdev=xvda" in xen.xl_calls[1]
+        assert "target=/r/vbd-xvda.img" in xen.xl_calls[1]
+    else:
+        assert xen.xl_calls == []
