@@ -34,6 +34,7 @@ GUEST_NAME = "xenrig-guest"
 # over SSH and through the agent, a round trip of up to a second each.
 CLOCK_RATE_BAND = (0.25, 4.0)
 CLOCK_WINDOW_S = 2.0
+SETTLE_S = 3.0   # after the guest answered: the window a restore's triple fault was seen in
 
 
 @contextlib.contextmanager
@@ -128,6 +129,15 @@ def _wake(xen: XenHost, g: hvm.HvmGuest, snap: snapshot.Snapshot, timeline: Time
         began = next(r.start_s for r in timeline.records if r.name == "restore snapshot")
         out["clocks"] = check_clocks(xen, g, on_guest_answer=lambda: out.setdefault(
             "restore_to_guest_cmd_s", round(timeline.elapsed() - began, 2)))
+        # The nested-TCG triple fault can also come a moment after the guest
+        # first answered (seen within 2.4 s of the end of this stage, as the
+        # first line on the L0 console after the restore): look once more
+        # after a settle, while a second restore may still mend it.
+        time.sleep(SETTLE_S)
+        g.run("true", timeout_s=30)
+        died = _died_after_restore(xen, g.name)
+        if died is not None:
+            raise InfraError(f"the restored guest died after it first answered: {died}")
     out.update(name=snap.path.name, restore_s=machine.notes.get("restore_s"), size_bytes=snap.size_bytes(),
                made_at=snap.meta.get("made_at"))
     timeline.note(f"restored {snap.path.name} (made {snap.meta.get('made_at')}): L0 VM in {out['restore_s']}s, "

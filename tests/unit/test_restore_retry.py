@@ -110,3 +110,23 @@ def test_ctrl_c_during_the_wake_tears_down_without_a_retry(monkeypatch, tmp_path
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, {})
     assert events == ["up1", "guest destroyed", "down1"]
+
+
+def test_the_wake_looks_again_after_a_settle_and_reports_a_late_triple_fault(monkeypatch):
+    # The guest answered the clock checks, then triple-faulted: the wake
+    # itself fails, inside the window stack_and_guest retries.
+    class Guest:
+        name = "xenrig-guest"
+
+        def run(self, command, timeout_s=None):
+            return None
+
+    xen = FakeXen("(XEN) d1v0 Triple fault - invoking HVM shutdown action 1\n", running=False)
+    xen.machine = type("M", (), {"notes": {}})()
+    monkeypatch.setattr(booted, "check_clocks", lambda xen, g, on_guest_answer: {"guest_rate": 1.0})
+    monkeypatch.setattr(booted.time, "sleep", lambda s: None)
+    timeline = Timeline()
+    with timeline.stage("restore snapshot"):
+        pass
+    with pytest.raises(InfraError, match="died after it first answered: .*Triple fault"):
+        booted._wake(xen, Guest(), FakeSnap(), timeline, {})
