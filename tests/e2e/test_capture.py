@@ -112,13 +112,14 @@ def test_blkfront_leaking_grants_on_detach_fails_naming_the_refs(tmp_path, no_st
 
 
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("scenario, rule, step", [
+@pytest.mark.parametrize("scenario, rule", [
     # advertises its last negotiation (0 at first connect) instead of the parameter (1)
-    ("persistent-advert.yaml", "negotiate.persistent", None),
-    # ignores max_indirect_segments=16: 128 KiB requests go out with 32 segments
-    ("indirect-ignores-param.yaml", "negotiate.indirect", "step 128 KiB direct reads 4 in flight"),
+    ("persistent-advert.yaml", "negotiate.persistent"),
+    # ignores max_indirect_segments=16: its first large read (the partition
+    # scan at connect, before any step) already carries more segments
+    ("indirect-ignores-param.yaml", "negotiate.indirect"),
 ])
-def test_blkfront_getting_a_negotiation_wrong_fails_naming_the_ring(scenario, rule, step, tmp_path, no_stack_left):
+def test_blkfront_getting_a_negotiation_wrong_fails_naming_the_ring(scenario, rule, tmp_path, no_stack_left):
     rc, out, report = run(REPO / "tests" / "e2e" / "scenarios" / scenario, tmp_path)
     assert rc == 1, out
     div = report["info"]["verdict"]["divergence"]
@@ -129,6 +130,5 @@ def test_blkfront_getting_a_negotiation_wrong_fails_naming_the_ring(scenario, ru
         assert (div["expected"], div["actual"]) == ("1", "0"), div
     else:
         assert div["event"]["kind"] == "blkif.req" and div["event"]["op"] == 6, div
-        assert (div["expected"], div["actual"]) == (16, 32), div
-        failed = next(c for c in report["checks"] if c["id"] == step)
-        assert failed["outcome"] == "FAIL" and rule in failed["message"], failed
+        assert div["expected"] == 16 and div["actual"] > 16, div
+        assert f"indirect request {div['event']['id']} carries {div['actual']} segments" in div["message"], div
