@@ -110,9 +110,10 @@ class Lifecycle:
         while self._guest_has_device(vdev):
             if time.monotonic() > deadline:
                 front, back = self.states(vdev)
+                said = f"; xl said (exit {out['xl_exit']}): {out['xl_output']}" if out["xl_output"] else ""
                 raise InfraError(f"after 'xl block-detach' {vdev} is still a device in the guest after "
-                                 f"{timeout_s:.0f} s (frontend {_state_name(front)}, backend {_state_name(back)})",
-                                 hint="The guest's dmesg and the xenstore states are in the run folder")
+                                 f"{timeout_s:.0f} s (frontend {_state_name(front)}, backend {_state_name(back)})"
+                                 + said, hint="The guest's dmesg and the xenstore states are in the run folder")
             time.sleep(0.5)
         if vdev in cap.vdevs:
             cap.vdevs.remove(vdev)

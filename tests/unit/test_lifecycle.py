@@ -92,3 +92,16 @@ def test_load_remakes_through_the_toolstack_a_vbd_left_closed(monkeypatch, front
         assert "target=/r/vbd-xvda.img" in xen.xl_calls[1]
     else:
         assert xen.xl_calls == []
+
+
+def test_a_detach_that_never_completes_says_what_xl_said(monkeypatch):
+    monkeypatch.setattr("harness.capture.lifecycle.time.sleep", lambda s: None)
+    xen = FakeXen(5)
+    xen.xl = lambda command, check=False, timeout_s=None: SimpleNamespace(
+        ok=False, exit_status=1, stdout="", stderr="libxl: error: timed out waiting for the backend")
+    guest = FakeGuest([("test -e /sys/bus/xen/devices/vbd-", 0, "")])   # the device never goes
+    guest.name = "xenrig-guest"
+    guest.domid = 3
+    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvdc"], attached={})
+    with pytest.raises(InfraError, match=r"still a device .*xl said \(exit 1\): libxl: error: timed out"):
+        Lifecycle(capture).detach("xvdc", 0.01)
