@@ -112,7 +112,6 @@ class CaptureSession:
         self.console_tail = ""            # the guest console's last lines at the last checkpoint
         self.dropped_seen: str | None = None   # the tracer's drop counter at the last drain
         self._asked: dict[str, int] | None = None   # blkfront's parameters in force (blkif.features)
-        self.unjudged_negotiations: list[str] = []   # rings first seen after their device left Connected
 
     # -- arming --------------------------------------------------------------
     def tracer_params(self, blkfront: BuiltModule | None) -> dict[str, str]:
@@ -199,8 +198,7 @@ class CaptureSession:
         back = {n: values[len(FRONT_NODES) + i] for i, n in enumerate(BACK_NODES)
                 if values[len(FRONT_NODES) + i] is not None}
         if front.get("state") != "4":
-            self.unjudged_negotiations.append(ring)
-            return None
+            return None   # the verdict's note names the rings whose negotiation was not judged
         return {"t_ns": 0, "dom": self.guest.domid, "src": "guest", "kind": "blkif.features", "ring": ring,
                 "front": front, "back": back, "asked": self._asked_params(), "vcpus": self.scenario.guest.vcpus}
 
