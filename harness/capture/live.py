@@ -75,6 +75,14 @@ def _param_value(text: str | None) -> int | None:
     return {"y": 1, "t": 1, "n": 0, "f": 0}.get(low[:1])
 
 
+def _connect_facts(front: dict[str, str], back: dict[str, str]) -> dict:
+    """blkif.connect's facts from both ends' nodes: persistent grants when
+    both ends wrote feature-persistent 1, the backend's indirect maximum."""
+    indirect = back.get("feature-max-indirect-segments", "")
+    return {"persistent": front.get("feature-persistent") == back.get("feature-persistent") == "1",
+            "max_indirect": int(indirect) if indirect.isdigit() else 0}
+
+
 def _backend_kind(scenario: Scenario) -> str:
     kinds = {d.backend for d in scenario.guest.disks}
     if kinds == {"phy"}:
@@ -169,36 +177,29 @@ class CaptureSession:
                 self.ring_names[gref] = f"{vdev}/0"
                 self._ring_paths[f"{vdev}/0"] = (base, backend, gref)
 
-    def _connect_facts(self, ring: str) -> dict:
-        base, backend, _gref = self._ring_paths[ring]
-        q = shlex.quote
-        res = self.xen.run(f"xenstore-read {q(base + '/feature-persistent')} {q(backend + '/feature-persistent')} "
-                           f"2>/dev/null; echo --; xenstore-read {q(backend + '/feature-max-indirect-segments')} "
-                           "2>/dev/null", timeout_s=30)
-        persist, _, indirect = res.stdout.partition("--")
-        flags = persist.split()
-        return {"persistent": len(flags) == 2 and flags == ["1", "1"],
-                "max_indirect": int(indirect.strip()) if indirect.strip().isdigit() else 0}
-
-    def _features(self, ring: str) -> dict | None:
-        """blkif.features for `ring`: both ends' negotiation nodes, the
-        frontend's parameters in force and the guest's vCPUs; None when the
-        frontend is no longer Connected (a ring announced only at its
-        teardown: its nodes may be gone, so there is nothing to judge)."""
+    def _ring_nodes(self, ring: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Both ends' negotiation nodes of `ring`'s device (name -> value;
+        absent nodes left out), in one exchange with dom0."""
         base, backend, _gref = self._ring_paths[ring]
         # The frontend's directory is the guest's to write: in dom0 each value
         # is cut to 64 bytes and to printable characters, so every node is
-        # exactly two lines: its name, then "=value" or nothing if absent.
+        # exactly two lines: "@", then "=value" or nothing if absent.
         nodes = [d + "/" + name for d, names in ((base, FRONT_NODES), (backend, BACK_NODES)) for name in names]
         script = "; ".join(f"echo @; if v=$(xenstore-read {shlex.quote(node)} 2>/dev/null); then "
                            "printf '=%s' \"$v\" | head -c 65 | tr -c '[:print:]' '?'; fi; echo" for node in nodes)
-        res = self.xen.run(script, timeout_s=30)
-        values = _node_values(res.stdout, len(nodes))
-        front = {n: values[i] for i, n in enumerate(FRONT_NODES) if values[i] is not None}
-        back = {n: values[len(FRONT_NODES) + i] for i, n in enumerate(BACK_NODES)
-                if values[len(FRONT_NODES) + i] is not None}
+        values = _node_values(self.xen.run(script, timeout_s=30).stdout, len(nodes))
+        front = {n: v for n, v in zip(FRONT_NODES, values) if v is not None}
+        back = {n: v for n, v in zip(BACK_NODES, values[len(FRONT_NODES):]) if v is not None}
+        return front, back
+
+    def _features(self, ring: str, front: dict[str, str], back: dict[str, str]) -> dict | None:
+        """blkif.features for `ring`: both ends' nodes, the frontend's
+        parameters in force and the guest's vCPUs; None when the frontend is
+        no longer Connected (a ring announced only at its teardown: its
+        nodes may be gone, so there is nothing to judge; the verdict's note
+        names such rings)."""
         if front.get("state") != "4":
-            return None   # the verdict's note names the rings whose negotiation was not judged
+            return None
         return {"t_ns": 0, "dom": self.guest.domid, "src": "guest", "kind": "blkif.features", "ring": ring,
                 "front": front, "back": back, "asked": self._asked_params(), "vcpus": self.scenario.guest.vcpus}
 
@@ -231,9 +232,10 @@ class CaptureSession:
                 _, _, gref = self._ring_paths[ring]
                 out.append({"t_ns": ev["t_ns"], "dom": ev["dom"], "src": "guest", "kind": "ring.setup", "ring": ring,
                             "grefs": [gref], "backend": 0, "nr_ents": 32, "start": 0})
+                front, back = self._ring_nodes(ring)
                 out.append({"t_ns": ev["t_ns"], "dom": ev["dom"], "src": "guest", "kind": "blkif.connect", "ring": ring,
-                            **self._connect_facts(ring)})
-                features = self._features(ring)
+                            **_connect_facts(front, back)})
+                features = self._features(ring, front, back)
                 if features is not None:
                     out.append({**features, "t_ns": ev["t_ns"]})
                 self.rings_announced.add(ring)

@@ -109,7 +109,7 @@ def test_a_hostile_guest_runs_nothing_in_dom0(xen_host, hvm_guest, tmp_path):
     session = CaptureSession(xen_host, hvm_guest, scenario, tmp_path)
     session._learn_rings()
     for ring in list(session._ring_paths):
-        session._connect_facts(ring)
+        session._ring_nodes(ring)
     for disk in scenario.guest.disks:
         smoke.blkfront_bound(disk)(xen_host, hvm_guest, scenario)
 

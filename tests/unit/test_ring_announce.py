@@ -9,10 +9,12 @@ def _session():
     cap = CaptureSession.__new__(CaptureSession)
     cap.rings_announced = set()
     cap._ring_paths = {"xvdb/0": ("/local/domain/1/device/vbd/51728", "/local/domain/0/backend/vbd/1/51728", 11)}
-    cap._connect_facts = lambda ring: {"persistent": True, "max_indirect": 32}
     # blkif.features only while the device is Connected (here: not for a ring seen first at its teardown)
-    cap._features = lambda ring: (None if cap.gone else {"kind": "blkif.features", "ring": ring, "front": {},
-                                                          "back": {}, "asked": {}})
+    cap._ring_nodes = lambda ring: ({"state": "6" if cap.gone else "4", "feature-persistent": "1"},
+                                    {"feature-persistent": "1", "feature-max-indirect-segments": "32"})
+    cap._asked_params = lambda: {}
+    cap.guest = type("G", (), {"domid": 1})()
+    cap.scenario = type("S", (), {"guest": type("GC", (), {"vcpus": 1})()})()
     cap.gone = False
     return cap
 
@@ -39,3 +41,15 @@ def test_after_a_teardown_the_next_request_announces_a_new_ring():
     out = cap._synthesize_rings([_ev("blkif.req", 4, idx=0, id=0)])
     assert [e["kind"] for e in out] == ["ring.setup", "blkif.connect", "blkif.features", "blkif.req"]
     assert out[0]["grefs"] == [40]
+
+
+def test_connect_facts_come_from_the_same_read_as_the_negotiation():
+    from harness.capture.live import _connect_facts
+
+    cap = _session()
+    out = cap._synthesize_rings([_ev("blkif.req", 1, idx=0, id=0)])
+    assert {k: out[1][k] for k in ("persistent", "max_indirect")} == {"persistent": True, "max_indirect": 32}
+    assert out[2]["front"]["feature-persistent"] == "1"
+    # persistent grants need both ends; a garbage indirect maximum counts as none
+    assert _connect_facts({"feature-persistent": "1"}, {"feature-persistent": "0"})["persistent"] is False
+    assert _connect_facts({}, {"feature-max-indirect-segments": "x1"}) == {"persistent": False, "max_indirect": 0}
