@@ -225,11 +225,11 @@ class XenView:
     def _judge_passed(self, rdom: int, table: GrantTable, ref: int, e: s.SharedEntry | None, st: tuple,
                       first: bool, baseline: dict) -> bool:
         """Whether Xen's entry agrees with a state the window moved it
-        through; never learns a baseline."""
-        if not st[3]:
-            seen = e is not None and bool(e.flags & ~_IN_USE)
-            return not seen if first else self._judge(rdom, table, ref, e, st, False, dict(baseline)) is None
-        return self._judge(rdom, table, ref, e, st, first, {}) is None
+        through; never learns a baseline (only a first read of an entry the
+        trace does not know would)."""
+        if not st[3] and first:
+            return not (e is not None and e.flags & ~_IN_USE)
+        return self._judge(rdom, table, ref, e, st, first, baseline) is None
 
     def _judge(self, rdom: int, table: GrantTable, ref: int, e: s.SharedEntry | None, st: tuple,
                first: bool, baseline: dict) -> Divergence | None:

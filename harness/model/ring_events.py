@@ -5,8 +5,8 @@ the frontend ends them (harness/model/ring.py and blkif.py hold the rules)."""
 from __future__ import annotations
 
 from harness.model.blkif import check_grants, check_response, parse_request
-from harness.model.negotiation import check_request
 from harness.model.constants import GTF_permit_access, GTF_readonly, GTF_type_mask, RING_IDX_MASK
+from harness.model.negotiation import check_request
 from harness.model.ring import FrontRing, Request, blkif_ring_entries
 from harness.model.rules import Divergence
 from harness.model.state import Guest, ModelState
