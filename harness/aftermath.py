@@ -25,7 +25,7 @@ import shlex
 from pathlib import Path
 
 from harness.check import stepwise
-from harness.checks import crash
+from harness.checks import crash, guest_death
 from harness.checks.result import ERROR, FAIL, CheckResult
 from harness.errors import XenrigError
 
@@ -68,7 +68,27 @@ def crash_checks(xen, run_dir: Path, info: dict, guest_name: str | None) -> list
         # dom0, fetched on the way out) holds the last words.
         text = crash.read_from(console, mark["guest_console_offset"])
         out.append(crash.guest_check(text, 0, mark["module"]))
+    died = _guest_death(machine, run_dir, info, mark)
+    if died is not None:
+        out.append(died)
     return out
+
+
+def _guest_death(machine, run_dir: Path, info: dict, mark: dict) -> CheckResult | None:
+    """Xen's word that the guest triple-faulted or was crashed, placed inside
+    or outside the modules under test (harness.checks.guest_death).  Xen's
+    log: the L0 serial line since the subject loaded, or on a real host the
+    `xl dmesg` the run kept."""
+    domid = (info.get("guest") or {}).get("domid")
+    if domid is None:
+        return None
+    if machine is not None and mark.get("serial_offset") is not None:
+        text = crash.read_from(machine.serial.path, mark["serial_offset"])
+    else:
+        text = crash.read_from(run_dir / "xl-dmesg.txt", 0)
+    modules = {name: (int(address, 16), size) for name, (address, size) in (info.get("module_text") or {}).items()}
+    subjects = [m["name"] for m in info.get("modules", []) if m.get("role") in ("blkfront", "exerciser")]
+    return guest_death.check(text, int(domid), modules, subjects, mark["module"])
 
 
 def judge_partial(session, steps, info: dict, why: str) -> list[CheckResult]:

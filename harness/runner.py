@@ -22,7 +22,7 @@ from typing import Iterator
 
 from harness import outcome as outcome_mod
 from harness import aftermath, booted, build, canary, config, deathwatch, faults, guest, images, logfile, paths, report
-from harness.checks import smoke
+from harness.checks import guest_death, smoke
 from harness.capture.live import CaptureSession
 from harness.check import stepwise
 from harness.checks.result import ERROR, FAIL, PASS, CheckResult, overall
@@ -160,6 +160,11 @@ def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.Built
             info["modules"] = [{**lm.module.to_dict(), "load_s": round(lm.load_s, 2),
                                 "loaded_build_id": lm.loaded_build_id,
                                 "running_params": params.get(lm.module.name, {})} for lm in loaded]
+            # Where each loaded module sits: a guest that dies later is placed
+            # inside one of them (a FAIL of a subject) or outside every one.
+            with contextlib.suppress(XenrigError):
+                info["module_text"] = {n: [f"{a:#x}", size] for n, (a, size) in guest_modules.text_ranges(
+                    g, [lm.module.name for lm in loaded]).items()}
         yield g, session
         # The guest's kernel log (the console shows only errors): evidence for
         # guest_log signatures and for a person.
@@ -183,6 +188,11 @@ def hang_watch(xen: XenHost, g: guest.HvmGuest, vdevs: list[str], doing: str) ->
             raise InfraError(f"guest {g.name} is gone while {doing}: its domain no longer exists") from exc
         report = hang.examine(xen, g, vdevs)
         if report.stuck:
+            # The guest may have died during the watch (a triple fault takes
+            # its devices with it): that is no hang of the driver.
+            died = _guest_died(xen, g)
+            if died:
+                raise InfraError(f"guest {g.name} died while {doing}: {died}") from exc
             raise HangDetected(f"block I/O stopped while {doing}: {report.summary}", report.evidence()) from None
         raise exc
 
@@ -240,6 +250,16 @@ def _guest_gone(xen: XenHost, g: guest.HvmGuest) -> bool:
     return res.exit_status == 1 and "does not exist" in (res.stdout + res.stderr)
 
 
+def _guest_died(xen: XenHost, g: guest.HvmGuest) -> str | None:
+    """Why the guest's domain is gone, when it is: Xen's line for its triple
+    fault or crash, else xl's word that it no longer exists."""
+    with contextlib.suppress(XenrigError):
+        found = guest_death.deaths(xen.dmesg(), g.domid)
+        if found:
+            return found[-1].line
+    return "its domain no longer exists" if _guest_gone(xen, g) else None
+
+
 def _l0_alive(live: dict) -> bool:
     """The nested stack's QEMU still runs and was not stopped under it (the
     watch checks both; a real Xen host has no watch: assumed so).  Asked
@@ -290,19 +310,67 @@ def keep_stack(xen: XenHost, host_cfg: HostConfig, run_dir: Path, guest_name: st
         serial_log=str(machine.serial.path), guest=guest_name, pid=machine.qemu_pid() or 0))
 
 
+FIRST_ATTEMPT = "first-attempt"   # not attempt-N: the nightly keeps its own retries under those names
+
+
 def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | None = None,
                  timeline: Timeline | None = None, console: bool = False, keep: bool = False,
                  cold: bool = False) -> RunOutcome:
     """`keep`: leave the stack and the guest up afterwards (xenrig repro --keep).
-    `cold`: boot from nothing rather than restore a snapshot (harness.booted)."""
+    `cold`: boot from nothing rather than restore a snapshot (harness.booted).
+
+    A run whose only trouble is the guest dying outside every module (the
+    nested-TCG triple fault, harness.checks.guest_death) is made once more
+    from the start: its folder moves to first-attempt/ inside the run folder,
+    and the second run's report says so.  A FAIL, a death inside a module,
+    Ctrl-C or a second death are never retried."""
     run_dir = run_dir or new_run_dir(scenario.name)
+    timeline = timeline or Timeline([ConsoleProgress()])
+    first = _attempt(scenario, host_cfg, run_dir, timeline, console=console, keep=keep, cold=cold)
+    why = None if keep else retry_reason(first)
+    if why is None:
+        return first
+    kept = _set_aside(run_dir)
+    timeline.note(f"the guest died outside every module ({why}); the first attempt is kept in "
+                  f"{FIRST_ATTEMPT}/ and the run is made once more from the start")
+    return _attempt(scenario, host_cfg, run_dir, Timeline(timeline.subscribers), console=console, keep=keep,
+                    cold=cold, retried={"reason": why, "first_attempt": kept.name,
+                                        "first_outcome": first.outcome})
+
+
+def retry_reason(result: RunOutcome) -> str | None:
+    """The one trouble worth a second run: ERROR, no FAIL anywhere, and a
+    guest death placed outside every module."""
+    if result.outcome != ERROR:
+        return None
+    checks = result.report.checks
+    if any(c.outcome == FAIL for c in checks):
+        return None
+    died = [c for c in checks if c.id == guest_death.CHECK_ID and c.outcome == ERROR
+            and c.extra.get("kind") == guest_death.OUTSIDE]
+    return died[0].extra.get("line") if died else None
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Move what the first attempt wrote into run_dir/first-attempt."""
+    kept = run_dir / FIRST_ATTEMPT
+    kept.mkdir()
+    for item in list(run_dir.iterdir()):
+        if item != kept:
+            item.rename(kept / item.name)
+    return kept
+
+
+def _attempt(scenario: Scenario, host_cfg: HostConfig, run_dir: Path, timeline: Timeline, *, console: bool,
+             keep: bool, cold: bool, retried: dict | None = None) -> RunOutcome:
     run_dir.mkdir(parents=True, exist_ok=True)
     logfile.attach(run_dir)
     # Until the final report replaces it: a run killed on the way says so.
     report.mark_started(run_dir, scenario.name)
-    timeline = timeline or Timeline([ConsoleProgress()])
     results: list[CheckResult] = []
     info: dict = {"run_dir": str(run_dir)}
+    if retried is not None:
+        info["retried"] = retried
     error: XenrigError | None = None
     interrupted = False
     live: dict = {}       # the stack, guest, capture and steps, while they exist

@@ -114,6 +114,10 @@ def examine(xen: XenHost, guest: HvmGuest, vdevs: list[str], interval_s: float =
     waiting = []
     for s in second:
         idx = s.indices
+        if s.frontend_state == "absent":
+            # No frontend directory at all: the toolstack removed the device
+            # or the domain is gone; blkfront has nothing left to be stuck on.
+            continue
         if s.frontend_state != "Connected" or s.backend_state != "Connected":
             waiting.append(f"{s.vdev} never connected (frontend {s.frontend_state}, backend {s.backend_state})")
         if idx and idx["req_prod"] != idx["rsp_prod"]:

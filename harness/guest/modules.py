@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from harness import proc
 from harness.build import BuiltModule, elfinfo
+from harness.checks import guest_death
 from harness.errors import CorruptionError, InfraError, StageTimeout
 from harness.guest.hvm import HvmGuest
 
@@ -112,3 +113,10 @@ def read_params(guest: HvmGuest, names: list[str]) -> dict[str, dict[str, str]]:
             k, v = line.split("=", 1)
             out[current][k] = v
     return out
+
+
+def text_ranges(guest: HvmGuest, names: list[str]) -> dict[str, tuple[int, int]]:
+    """Where each of `names` sits in the guest kernel (from /proc/modules):
+    a guest that dies later is placed inside one of them, or outside."""
+    res = guest.run("cat /proc/modules", timeout_s=30)
+    return {n: r for n, r in guest_death.parse_proc_modules(res.stdout).items() if n in names}

@@ -208,6 +208,14 @@ def run_cell(cell: Cell, out: Path, runner: CellRunner, retries: int,
             # The process and its report disagree: believe neither.
             verdict = Classification(INFRASTRUCTURE, f"the run exited {seen.exit_code} but its report says "
                                      f"{outcome} (exit {said})", verdict.evidence)
+        retried = (written.get("info") or {}).get("retried")
+        if retried:
+            # The run made itself once more after its guest died outside every
+            # module: that first try is an infrastructure attempt of its own.
+            attempts.append(Attempt(number, retried.get("first_outcome"), INFRASTRUCTURE,
+                                    f"in the run: the guest died outside every module: {retried.get('reason')}",
+                                    [str(retried.get("reason"))], 0.0,
+                                    f"{cell.id}/{retried.get('first_attempt')}", None, "made again by the run itself"))
         attempts.append(Attempt(number, outcome, verdict.category, verdict.reason, verdict.evidence,
                                 round(duration, 3), cell.id, seen.exit_code, seen.note))
         progress(f"{cell.id}: attempt {number}: {outcome or 'no report'}"

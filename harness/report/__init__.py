@@ -11,7 +11,7 @@ from pathlib import Path
 from harness import outcome
 from harness.checks.result import CheckResult
 from harness.report import html, junit
-from harness.report.start import start_line
+from harness.report.start import retry_line, start_line
 from harness.stages import StageRecord
 
 
@@ -57,6 +57,9 @@ def summary_text(report: RunReport) -> str:
     start = start_line(report.info.get("snapshot") or {})
     if start:
         lines.append(f"  start: {start}")
+    retry = retry_line(report.info.get("retried") or {})
+    if retry:
+        lines.append(f"  {retry}")
     for source, text in (report.info.get("last_console") or {}).items():
         lines.append(f"  last lines of the {source} console:")
         # Console text is the guest's: no escape sequence of its reaches a terminal.

@@ -9,7 +9,7 @@ import html
 import json
 from pathlib import Path
 
-from harness.report.start import start_line
+from harness.report.start import retry_line, start_line
 
 # harness.report.plots is imported where a page draws: it brings in
 # matplotlib (half a second), which `xenrig check`, the nightly's grid and
@@ -57,6 +57,9 @@ def render(report: dict, run_dir: Path) -> str:
     start = start_line(info.get("snapshot") or {})
     if start:
         parts.append(f"<p class='muted'>stack: {_e(start)}</p>")
+    retry = retry_line(info.get("retried") or {})
+    if retry:
+        parts.append(f"<p><b>{_e(retry)}</b></p>")
     if report.get("error"):
         err = report["error"]
         what = (f"Error after {_e(err['after_subject'])} was loaded (product-suspect, {_e(err['kind'])})"

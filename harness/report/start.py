@@ -15,3 +15,12 @@ def start_line(snap: dict) -> str:
     if snap.get("save_error"):
         return f"booted; the snapshot could not be saved: {snap['save_error']}"
     return ""
+
+
+def retry_line(retried: dict) -> str:
+    """The run made once more after its guest died outside every module
+    (harness.runner), in one phrase; '' when it was not."""
+    if not retried:
+        return ""
+    return (f"second attempt: the first ({retried.get('first_outcome')}, kept in {retried.get('first_attempt')}/) "
+            f"lost its guest outside every module: {retried.get('reason')}")

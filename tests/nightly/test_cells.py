@@ -44,6 +44,15 @@ def test_retry_policy(tmp_path, matrix, plan, status, attempts, category):
         if attempts > 1 else True
 
 
+def test_a_pass_the_run_made_on_its_own_second_try_is_flaky(tmp_path, matrix):
+    c = cell(matrix, "smoke/qdisk/default")
+    result = run_cell(c, tmp_path, ScriptedRunner({c.id: ["pass-second-in-run"]}), retries=1)
+    assert result.status == FLAKY and len(result.attempts) == 2
+    first = result.to_dict()["attempts"][0]
+    assert first["category"] == "infrastructure"
+    assert first["run_dir"] == f"{c.id}/first-attempt" and "Triple fault" in first["reason"]
+
+
 def test_no_retry_when_retries_is_zero(tmp_path, matrix):
     c = cell(matrix, "smoke/qdisk/default")
     result = run_cell(c, tmp_path, ScriptedRunner({c.id: ["infra-boot", "pass"]}), retries=0)

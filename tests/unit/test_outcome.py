@@ -214,3 +214,56 @@ def test_a_model_that_raises_is_an_internal_error(tmp_path, monkeypatch):
     result = runner.run_scenario(Scenario(name="t"), HostConfig(), run_dir=tmp_path)
     assert result.outcome == "ERROR" and result.exit_code == 3
     assert "RecursionError" in json.loads((tmp_path / "report.json").read_text())["error"]["message"]
+
+
+def _dying_stack(monkeypatch, deaths: int, smoke: list, kind: str = "outside-modules", also: tuple = ()) -> list:
+    """A fake stack whose guest dies (Xen's word, placed by `kind`) in the
+    first `deaths` attempts; returns the list that counts the attempts."""
+    attempts = []
+
+    @contextlib.contextmanager
+    def host(*a, **k):
+        attempts.append(1)
+        yield _Xen(), None
+
+    @contextlib.contextmanager
+    def guest(*a, **k):
+        if len(attempts) <= deaths:
+            raise InfraError("guest xenrig-guest: guestctl: cannot connect to agent.sock")
+        yield None, None
+
+    _fake_stack(monkeypatch, host, guest, dom0_canary=PASS, smoke=smoke)
+    monkeypatch.setattr(runner.aftermath, "crash_checks", lambda *a: [CheckResult(
+        "guest.crash", ERROR, "the guest died", extra={"kind": kind, "line": "(XEN) d1v0 Triple fault"}), *also]
+        if len(attempts) <= deaths else [])
+    return attempts
+
+
+def test_a_guest_dying_outside_every_module_is_made_once_more_and_says_so(tmp_path, monkeypatch):
+    attempts = _dying_stack(monkeypatch, deaths=1, smoke=[CheckResult("guest.sees-platform-pci", PASS, "")])
+    result = runner.run_scenario(Scenario(name="t"), HostConfig(), run_dir=tmp_path)
+    assert result.outcome == PASS and len(attempts) == 2
+    first = json.loads((tmp_path / "first-attempt" / "report.json").read_text())
+    assert first["outcome"] == "ERROR" and (tmp_path / "first-attempt" / "xenrig.log").exists()
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["info"]["retried"] == {"reason": "(XEN) d1v0 Triple fault", "first_attempt": "first-attempt",
+                                      "first_outcome": "ERROR"}
+    assert "second attempt" in (tmp_path / "summary.txt").read_text()
+
+
+def test_a_second_death_is_the_runs_error_and_there_is_no_third(tmp_path, monkeypatch):
+    attempts = _dying_stack(monkeypatch, deaths=2, smoke=[])
+    result = runner.run_scenario(Scenario(name="t"), HostConfig(), run_dir=tmp_path)
+    assert result.outcome == ERROR and len(attempts) == 2
+    assert json.loads((tmp_path / "report.json").read_text())["info"]["retried"]["first_outcome"] == "ERROR"
+
+
+@pytest.mark.parametrize("kind,also", [
+    ("outside-modules", (CheckResult("stack.crash", FAIL, "dom0 oops"),)),    # a FAIL stands
+    ("unplaced", ()),                     # maybe the subject's: no second chance
+    ("in-harness-module", ()),
+])
+def test_no_retry_when_the_first_attempt_proved_or_may_have_proved_something(tmp_path, monkeypatch, kind, also):
+    attempts = _dying_stack(monkeypatch, deaths=1, smoke=[], kind=kind, also=also)
+    result = runner.run_scenario(Scenario(name="t"), HostConfig(), run_dir=tmp_path)
+    assert len(attempts) == 1 and result.outcome in (ERROR, FAIL) and not (tmp_path / "first-attempt").exists()
