@@ -20,6 +20,9 @@ from harness.config import DiskConfig, ModuleStep, VbdStep
 from harness.errors import InfraError
 from harness.guest import modules as guest_modules
 from harness.guest.xlcfg import disk_spec
+from harness.host.xen_host import AGENT_DIR
+
+STALL_SCRIPT = "stallhotplug.py"      # harness/remote/stallhotplug.py, uploaded on connect
 
 XENBUS_STATES = {1: "Initialising", 2: "InitWait", 3: "Initialised", 4: "Connected", 5: "Closing", 6: "Closed"}
 CONNECTED = 4
@@ -70,14 +73,21 @@ class Lifecycle:
         disks = cap.scenario.guest.disks
         disk = DiskConfig(step.vdev, step.backend or (disks[0].backend if disks else "phy"), step.size_mib)
         image = self.guest.paths.vbd_image(disk)
+        spec = disk_spec(disk, image)
         if step.target == "missing":
             image += ".missing"
+            spec = disk_spec(disk, image)
             self.xen.run(f"rm -f {shlex.quote(image)}", timeout_s=30)
+        elif step.target == "stalled":
+            # With a script libxl assumes phy and stats nothing; `target=`
+            # comes last in xl's disk syntax (it takes the rest of the line).
+            spec = (f"format=raw,vdev={disk.vdev},access=rw,backendtype=phy,"
+                    f"script={AGENT_DIR}/{STALL_SCRIPT},target=xr-stalled")
         else:
             self.xen.run(f"truncate -s {step.size_mib}M {shlex.quote(image)}", check=True, timeout_s=30,
                          what=f"creating the image of {step.vdev}")
         started = time.monotonic()
-        res = self.xen.xl(f"block-attach {shlex.quote(self.guest.name)} {shlex.quote(disk_spec(disk, image))}",
+        res = self.xen.xl(f"block-attach {shlex.quote(self.guest.name)} {shlex.quote(spec)}",
                           check=False, timeout_s=timeout_s)
         out = {"xl_exit": res.exit_status, "xl_output": (res.stderr or res.stdout).strip()[-400:]}
         if step.target == "file":
@@ -88,9 +98,13 @@ class Lifecycle:
             guest_modules.wait_disks(self.guest, [step.vdev], timeout_s, f"attach {step.vdev}")
         else:
             # The frontend may see the device appear; it never connects, so
-            # it is not one a later load waits for.
+            # it is not one a later load waits for.  A stalled vbd's ring is
+            # set up all the same: the capture learns it, and its detach must
+            # end its grant like any other.
             time.sleep(step.settle_s)
             out["guest_device"] = self._guest_has_device(step.vdev)
+            if step.target == "stalled" and res.ok:
+                cap.stalled.append(step.vdev)
         front, back = self.states(step.vdev)
         cap.rings_stale = True
         out.update(frontend_state=_state_name(front), backend_state=_state_name(back),
@@ -115,8 +129,9 @@ class Lifecycle:
                                  f"{timeout_s:.0f} s (frontend {_state_name(front)}, backend {_state_name(back)})"
                                  + said, hint="The guest's dmesg and the xenstore states are in the run folder")
             time.sleep(0.5)
-        if vdev in cap.vdevs:
-            cap.vdevs.remove(vdev)
+        for kept in (cap.vdevs, cap.stalled):
+            if vdev in kept:
+                kept.remove(vdev)
         cap.attached.pop(vdev, None)
         front, back = self.states(vdev)
         out.update(gone=True, frontend_state=_state_name(front), backend_state=_state_name(back),

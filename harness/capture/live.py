@@ -108,11 +108,13 @@ class CaptureSession:
         self.exerciser_seq = -1
         self.vdevs = [d.vdev for d in scenario.guest.disks]   # the vbds connected now
         self.attached: dict = {}                              # vdev -> DiskConfig of a vbd a step attached
+        self.stalled: list[str] = []                          # vbds whose backend waits in InitWait for ever
         self.blkfront: BuiltModule | None = None              # the build loaded (for a reload)
         self.rings_stale = True                               # a ring may have been set up since
         self.ring_names: dict[int, str] = {}                  # ring-ref -> "xvda/0"
         self._ring_paths: dict[str, tuple[str, str, int]] = {}   # ring -> (frontend, backend, ring-ref)
         self.rings_announced: set[str] = set()
+        self._fresh_rings: set[str] = set()                   # learned since the last drain's announcements
         self.stats: dict = {}
         self.guest_lines = 0
         self.exerciser_events: dict[int, int] = {}   # exerciser log seq -> trace seq
@@ -163,7 +165,7 @@ class CaptureSession:
         all been drained (it was torn down before its page was granted
         again, and a lifecycle step drains before it learns)."""
         self.rings_stale = False
-        for vdev in self.vdevs:
+        for vdev in self.vdevs + self.stalled:
             devid = parsers.vdev_number(vdev)
             base = f"/local/domain/{self.guest.domid}/device/vbd/{devid}"
             res = self.xen.run(f"xenstore-read {base}/ring-ref {base}/backend", timeout_s=30)
@@ -176,6 +178,7 @@ class CaptureSession:
                 gref, backend = int(lines[0]), lines[1]
                 self.ring_names[gref] = f"{vdev}/0"
                 self._ring_paths[f"{vdev}/0"] = (base, backend, gref)
+                self._fresh_rings.add(f"{vdev}/0")
 
     def _ring_nodes(self, ring: str) -> tuple[dict[str, str], dict[str, str]]:
         """Both ends' negotiation nodes of `ring`'s device (name -> value;
@@ -223,26 +226,46 @@ class CaptureSession:
         """Insert ring.setup after the grant of each ring page and
         blkif.connect before the ring's first request (facts from xenstore)."""
         out = []
+        freed = set()
         for ev in batch:
             ring = ev.get("ring")
             # A ring torn down before it carried a request is announced too:
             # its ring page is a grant the frontend must end.
             if ev["kind"] in ("blkif.req", "ring.free") and ring not in self.rings_announced \
                     and ring in self._ring_paths:
-                _, _, gref = self._ring_paths[ring]
-                out.append({"t_ns": ev["t_ns"], "dom": ev["dom"], "src": "guest", "kind": "ring.setup", "ring": ring,
-                            "grefs": [gref], "backend": 0, "nr_ents": 32, "start": 0})
-                front, back = self._ring_nodes(ring)
-                out.append({"t_ns": ev["t_ns"], "dom": ev["dom"], "src": "guest", "kind": "blkif.connect", "ring": ring,
-                            **_connect_facts(front, back)})
-                features = self._features(ring, front, back)
-                if features is not None:
-                    out.append({**features, "t_ns": ev["t_ns"]})
-                self.rings_announced.add(ring)
+                out += self._announce(ring, ev["t_ns"])
             out.append(ev)
             if ev["kind"] == "ring.free":
                 # Its next requests are a new ring under the same name.
                 self.rings_announced.discard(ring)
+                freed.add(ring)
+        # A ring learned now that has carried nothing yet (its backend never
+        # connected): announced after this batch, so that a quiet point's
+        # read, which finds the ring page mapped by the backend, knows it.
+        # Only a frontend that is Initialised or Connected has its ring now
+        # (a Closed one may still show the ring-ref of a ring long freed).
+        last = max((ev["t_ns"] for ev in batch), default=0)
+        for ring in sorted(self._fresh_rings - self.rings_announced - freed):
+            front, back = self._ring_nodes(ring)
+            if front.get("state") in ("3", "4"):
+                out += self._announce(ring, last, (front, back))
+        self._fresh_rings.clear()
+        return out
+
+    def _announce(self, ring: str, t_ns: int, nodes: tuple[dict, dict] | None = None) -> list[dict]:
+        """ring.setup, blkif.connect and (when connected) blkif.features for
+        `ring`, from its xenstore nodes (read now unless given)."""
+        _, _, gref = self._ring_paths[ring]
+        dom = self.guest.domid
+        out = [{"t_ns": t_ns, "dom": dom, "src": "guest", "kind": "ring.setup", "ring": ring,
+                "grefs": [gref], "backend": 0, "nr_ents": 32, "start": 0}]
+        front, back = nodes or self._ring_nodes(ring)
+        out.append({"t_ns": t_ns, "dom": dom, "src": "guest", "kind": "blkif.connect", "ring": ring,
+                    **_connect_facts(front, back)})
+        features = self._features(ring, front, back)
+        if features is not None:
+            out.append({**features, "t_ns": t_ns})
+        self.rings_announced.add(ring)
         return out
 
     def drain(self, timeout_s: float = 120) -> int:

@@ -144,8 +144,10 @@ class ModulesConfig:
 class VbdStep:
     """A vbd attached to or detached from the running guest (xl
     block-attach / block-detach).  `target: missing` attaches a vbd whose
-    backend can never connect (its image does not exist); the step then
-    waits `settle_s` and reports the states both ends reached."""
+    image does not exist; `target: stalled` (phy only) one whose hotplug
+    script never hands blkback a device, so blkback maps the ring and waits
+    in InitWait for ever.  For both the step waits `settle_s` and reports
+    the states both ends reached."""
 
     op: Literal["attach", "detach"] = "attach"
     vdev: str = "xvdb"
@@ -153,10 +155,12 @@ class VbdStep:
     # puts every disk on qdisk attaches on qdisk too).
     backend: Literal["phy", "qdisk"] | None = None
     size_mib: int = field(default=16, metadata=_rng(1, 65536))
-    target: Literal["file", "missing"] = "file"
+    target: Literal["file", "missing", "stalled"] = "file"
     settle_s: int = field(default=10, metadata=_rng(1, 600))
 
     def validate(self):
+        if self.target == "stalled" and self.backend not in (None, "phy"):
+            return "target", "stalled needs backend: phy (the kernel's blkback, held back by the hotplug script)"
         return DiskConfig(self.vdev, self.backend or "phy", self.size_mib).validate()
 
 

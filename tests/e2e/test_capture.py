@@ -92,8 +92,13 @@ def test_blkfront_lifecycle_attach_and_detach_pass_with_every_grant_ended(tmp_pa
     assert all(c["outcome"] == "PASS" for c in steps.values()), steps
     trace = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()[1:]]
     freed = [e for e in trace if e["kind"] == "ring.free"]
-    # xvdb's ring at its detach, xvda's when blkfront was unloaded
-    assert [e["ring"] for e in freed] == ["xvdb/0", "xvda/0"], freed
+    # xvdb's ring at its detach, then the ring of xvdc (whose backend never
+    # connected: blkback mapped it and waited in InitWait), xvda's when
+    # blkfront was unloaded
+    assert [e["ring"] for e in freed] == ["xvdb/0", "xvdc/0", "xvda/0"], freed
+    stalled = steps["step attach xvdc whose backend never connects (blkback held in InitWait)"]
+    said = json.loads(stalled["evidence"])
+    assert (said["frontend_state"], said["backend_state"], said["connected"]) == ("Initialised", "InitWait", False)
     # the reloaded blkfront set xvda up again and negotiated again
     assert sum(1 for e in trace if e["kind"] == "blkif.features" and e["ring"] == "xvda/0") == 2
     # every lifecycle step ended with dom0's read of the whole table

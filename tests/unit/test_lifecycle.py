@@ -69,7 +69,7 @@ class FakeXen:
 
     def xl(self, command, check=False, timeout_s=None):
         self.xl_calls.append(command)
-        return SimpleNamespace(ok=True, stdout="", stderr="")
+        return SimpleNamespace(ok=True, exit_status=0, stdout="", stderr="")
 
 
 @pytest.mark.parametrize("front_state, remade", [(6, ["xvda"]), (4, [])])
@@ -102,6 +102,40 @@ def test_a_detach_that_never_completes_says_what_xl_said(monkeypatch):
     guest = FakeGuest([("test -e /sys/bus/xen/devices/vbd-", 0, "")])   # the device never goes
     guest.name = "xenrig-guest"
     guest.domid = 3
-    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvdc"], attached={})
+    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvdc"], attached={}, stalled=[])
     with pytest.raises(InfraError, match=r"still a device .*xl said \(exit 1\): libxl: error: timed out"):
         Lifecycle(capture).detach("xvdc", 0.01)
+
+
+def test_a_stalled_vbd_goes_through_xl_with_the_holding_script_and_its_ring_is_learned_until_detached(monkeypatch):
+    """target: stalled: libxl runs our hotplug script, which never hands
+    blkback a device; the step reports both ends' states and the capture
+    keeps learning the ring until the detach has removed the device."""
+    monkeypatch.setattr("harness.capture.lifecycle.time.sleep", lambda s: None)
+    from harness.config import DiskConfig, VbdStep
+    xen = FakeXen(3)
+    xen.run = lambda command, timeout_s=None, **_: SimpleNamespace(
+        stdout="3\n/local/domain/0/backend/vbd/3/51744\n" if "/backend 2>/dev/null" in command else "2\n", ok=True)
+    present = {"yes": True}
+    guest = FakeGuest([])
+    guest.run = lambda command, timeout_s=None, **_: SimpleNamespace(exit_status=0 if present["yes"] else 1, ok=True,
+                                                                     stdout="")
+    guest.name, guest.domid = "xenrig-guest", 3
+    guest.paths = SimpleNamespace(vbd_image=lambda d: f"/r/vbd-{d.vdev}.img")
+    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvda"], attached={}, stalled=[], rings_stale=False,
+                              scenario=SimpleNamespace(guest=SimpleNamespace(disks=[DiskConfig("xvda", "phy", 64)])))
+    out = Lifecycle(capture).attach(VbdStep(op="attach", vdev="xvdc", target="stalled", settle_s=1), 60)
+    [call] = xen.xl_calls
+    assert call.startswith("block-attach xenrig-guest ") and "backendtype=phy" in call
+    assert "script=/run/xenrig/agent/stallhotplug.py,target=xr-stalled" in call   # target= last
+    assert out["frontend_state"] == "Initialised" and out["backend_state"] == "InitWait" and not out["connected"]
+    assert out["guest_device"] and capture.stalled == ["xvdc"] and capture.vdevs == ["xvda"] and capture.rings_stale
+    present["yes"] = False
+    Lifecycle(capture).detach("xvdc", 60)
+    assert capture.stalled == [] and capture.vdevs == ["xvda"]
+
+
+def test_stalled_needs_the_kernels_blkback():
+    from harness.config import VbdStep
+    assert VbdStep(target="stalled", backend="qdisk").validate()[0] == "target"
+    assert VbdStep(target="stalled").validate() is None
