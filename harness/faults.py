@@ -13,6 +13,9 @@ or `step:N` (before the scenario's N-th step, counting from 1).
 | kill-qemu     | the L0 VM's QEMU is SIGKILLed (Xen, dom0 and the guest vanish)   |
 | dom0-panic    | dom0's kernel crashes (sysrq c)                                  |
 | guest-panic   | the guest's kernel crashes (sysrq c)                             |
+| guest-triple-fault | the guest triple-faults where it stands (IDT limit 0, set by  |
+|               | dom0 through its HVM context): once per process, so the run's    |
+|               | own second attempt (harness.runner) runs unbroken                |
 | cut-transport | dom0's sshd sessions are killed: the stream breaks from far end  |
 | disk-full     | the run folder's filesystem is filled (only a tmpfs of <= 4 GiB) |
 
@@ -31,11 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UsageError, XenrigError
+from harness.host.xen_host import AGENT_DIR
 
 log = logging.getLogger(__name__)
 
 ENV = "XENRIG_FAULT"
-ACTIONS = ("sigkill", "kill-qemu", "dom0-panic", "guest-panic", "cut-transport", "disk-full")
+ACTIONS = ("sigkill", "kill-qemu", "dom0-panic", "guest-panic", "guest-triple-fault", "cut-transport", "disk-full")
+_fired: set = set()     # once-per-process faults that have fired already
 FILL_LIMIT = 4 << 30    # never fill anything bigger: a real disk is not ours to fill
 
 
@@ -127,7 +132,7 @@ def _mount_of(path: Path) -> tuple[str, str]:
 
 def before_step(fault: Fault | None, index: int, xen, guest, run_dir: Path | None = None) -> None:
     """Fire a step fault before step `index` (from 1)."""
-    if fault is None or fault.step != index:
+    if fault is None or fault.step != index or fault in _fired:
         return
     log.warning("fault injected before step %d: %s", index, fault.action)
     if fault.action == "sigkill":
@@ -145,6 +150,10 @@ def before_step(fault: Fault | None, index: int, xen, guest, run_dir: Path | Non
         with contextlib.suppress(XenrigError):
             target.run("echo 1 > /proc/sys/kernel/sysrq; (sleep 1; echo c > /proc/sysrq-trigger) "
                        ">/dev/null 2>&1 </dev/null &", timeout_s=20)
+    elif fault.action == "guest-triple-fault":
+        _fired.add(fault)
+        xen.run(f"python3 {AGENT_DIR}/triplefault.py {int(guest.domid)}", check=True, timeout_s=60,
+                what="making the guest triple-fault")
     elif fault.action == "disk-full":
         _fill(run_dir)
     elif fault.action == "cut-transport":
