@@ -333,7 +333,7 @@ def run_scenario(scenario: Scenario, host_cfg: HostConfig, *, run_dir: Path | No
     kept = _set_aside(run_dir)
     timeline.note(f"the guest died outside every module ({why}); the first attempt is kept in "
                   f"{FIRST_ATTEMPT}/ and the run is made once more from the start")
-    return _attempt(scenario, host_cfg, run_dir, Timeline(timeline.subscribers), console=console, keep=keep,
+    return _attempt(scenario, host_cfg, run_dir, Timeline(list(timeline.subscribers)), console=console, keep=keep,
                     cold=cold, retried={"reason": why, "first_attempt": kept.name,
                                         "first_outcome": first.outcome})
 
