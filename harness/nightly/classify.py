@@ -154,6 +154,16 @@ def classify(run_dir: Path, *, note: str = "") -> Classification:
     if xen:
         return Classification(PRODUCT, f"after the guest started: {xen[0].split(': ', 1)[1]}", xen)
 
+    outside = [c for c in checks if c.get("id") == "guest.crash" and c.get("outcome") == "ERROR"
+               and (c.get("extra") or {}).get("kind") == "outside-modules"]
+    if outside:
+        # The guest died in the core kernel or user mode (harness.checks.
+        # guest_death): what nested TCG does with nothing under test; not
+        # product-suspect even though the subject was loaded.
+        line = (outside[0].get("extra") or {}).get("line", "")
+        return Classification(INFRASTRUCTURE, f"the guest died outside every module: {line}",
+                              [f"guest.crash: {_first_line(outside[0].get('message', ''))}"])
+
     if report is None:
         why = note or "the run wrote no report.json"
         return Classification(INFRASTRUCTURE, f"no report: {why}", [why])

@@ -108,6 +108,15 @@ def write_run(run_dir: Path, scenario, behaviour: str) -> int | None:
         error = {"kind": "infrastructure", "message": message}
         checks = ok + [CheckResult("harness", ERROR, message)]
         serial += "(XEN) Assertion 'pg->count_info & PGC_allocated' failed at common/grant_table.c:1520\n"
+    elif behaviour == "guest-died-twice":
+        # The run's own second attempt lost its guest outside every module too.
+        message = "guest xenrig-guest: guestctl: cannot connect to agent.sock"
+        error = {"kind": "infrastructure", "message": message, "after_subject": "xen_blkfront"}
+        checks = ok + [CheckResult("guest.crash", ERROR, "the guest died in the core kernel, outside every module",
+                                   extra={"kind": "outside-modules",
+                                          "line": "(XEN) d1v0 Triple fault - invoking HVM shutdown action 1"}),
+                       CheckResult("harness", ERROR, message)]
+        stages = _stages(failed="steps")
     elif behaviour == "capture-missed":
         checks = ok + [CheckResult("step07 quiet point after the I/O", ERROR, "the guest trace cannot be used: "
                                    "the capture missed 33 event(s) at 'gnttab_try_end_foreign_access'")]

@@ -24,6 +24,8 @@ def scenario():
     ("infra-ssh", INFRASTRUCTURE, "SSH to dom0: dom0: the SSH connection failed"),
     ("xen-panic-at-boot", INFRASTRUCTURE, "boot before dom0 was up"),          # no guest yet: not guest-triggered
     ("capture-missed", INFRASTRUCTURE, "step07 quiet point after the I/O: the guest trace cannot be used"),
+    # a death outside every module is the stack's (nested TCG), not the subject's, even after it loaded
+    ("guest-died-twice", INFRASTRUCTURE, "the guest died outside every module: (XEN) d1v0 Triple fault"),
 ])
 def test_classification(tmp_path, scenario, behaviour, category, words):
     write_run(tmp_path, scenario, behaviour)
