@@ -67,34 +67,66 @@ def _state(xen: XenHost, path: str) -> str:
     return XENBUS_STATES.get(int(value), value) if value.isdigit() else "absent"
 
 
+MAX_QUEUES = 64   # more than any blkfront writes; a bigger count is the guest's noise
+
+
+def _rings(xen: XenHost, fe: str) -> list[tuple[str, int | None]]:
+    """(name suffix, first ring-ref) of each of the vbd's rings.
+
+    One ring: `ring-ref` (one page) or `ring-ref0` (several) in the
+    frontend's directory; several queues: the same under `queue-N/`.  All
+    of it is written by the guest: counts and refs are taken only as
+    bounded decimal numbers."""
+    nq = xen.run(f"xenstore-read {shlex.quote(fe + '/multi-queue-num-queues')}", timeout_s=20).stdout.strip()
+    if nq.isdigit() and 1 <= int(nq) <= MAX_QUEUES:
+        dirs = [(f"/{q}", f"{fe}/queue-{q}") for q in range(int(nq))]
+    else:
+        dirs = [("", fe)]
+    rings = []
+    for suffix, path in dirs:
+        ref = xen.run(f"xenstore-read {shlex.quote(path + '/ring-ref')} 2>/dev/null || "
+                      f"xenstore-read {shlex.quote(path + '/ring-ref0')}", timeout_s=20).stdout.strip()
+        rings.append((suffix, int(ref) if ref.isdigit() and len(ref) <= 10 else None))
+    return rings
+
+
+def _indices(xen: XenHost, guest: HvmGuest, ref: int) -> dict:
+    """req_prod, req_event, rsp_prod, rsp_event from the ring's first page."""
+    try:
+        res = dom0_agent.run(xen, [{"op": "read_grant", "rdom": guest.domid, "ref": ref, "n": 16}], timeout_s=30)
+    except XenrigError:
+        return {}
+    if not (res and res[0].get("ok")):
+        return {}
+    return dict(zip(("req_prod", "req_event", "rsp_prod", "rsp_event"),
+                    struct.unpack("<4I", bytes.fromhex(res[0]["hex"]))))
+
+
 def sample(xen: XenHost, guest: HvmGuest, vdevs: list[str]) -> list[RingSample]:
+    """One sample per ring: `xvda` for a vbd with one ring, `xvda/0`,
+    `xvda/1`, ... for one with several queues (blkback's counters are the
+    vbd's, repeated on each of its rings)."""
     out = []
     for vdev in vdevs:
         devid = parsers.vdev_number(vdev)
         fe = f"/local/domain/{guest.domid}/device/vbd/{devid}"
-        s = RingSample(vdev, frontend_state=_state(xen, fe))
+        frontend_state = _state(xen, fe)
         # The guest can write its frontend's `backend` node: validate it.
         backend = parsers.backend_path(xen.run(f"xenstore-read {fe}/backend", timeout_s=20).stdout)
-        if backend:
-            s.backend_state = _state(xen, backend)
-        ref = xen.run(f"xenstore-read {fe}/ring-ref", timeout_s=20).stdout.strip()
-        if ref.isdigit():
-            s.ring_ref = int(ref)
-            try:
-                res = dom0_agent.run(xen, [{"op": "read_grant", "rdom": guest.domid, "ref": s.ring_ref, "n": 16}],
-                                     timeout_s=30)
-                if res and res[0].get("ok"):
-                    vals = struct.unpack("<4I", bytes.fromhex(res[0]["hex"]))
-                    s.indices = dict(zip(("req_prod", "req_event", "rsp_prod", "rsp_event"), vals))
-            except XenrigError:
-                pass
+        backend_state = _state(xen, backend) if backend else "?"
+        counters = {}
         stats = xen.run(f"cd /sys/bus/xen-backend/devices/vbd-{guest.domid}-{devid}/statistics 2>/dev/null && "
                         "grep -H . rd_req wr_req f_req oo_req 2>/dev/null", timeout_s=20).stdout
         for line in stats.splitlines():
             name, _, value = line.partition(":")
             if value.strip().isdigit():
-                s.counters[name] = int(value)
-        out.append(s)
+                counters[name] = int(value)
+        for suffix, ref in _rings(xen, fe):
+            s = RingSample(vdev + suffix, frontend_state=frontend_state, backend_state=backend_state,
+                           ring_ref=ref, counters=dict(counters))
+            if ref is not None:
+                s.indices = _indices(xen, guest, ref)
+            out.append(s)
     return out
 
 

@@ -94,14 +94,14 @@ class FrontRing:
             raise Divergence("ring.not-connected", f"request on ring {self.name}, which is not connected",
                              state=self.state())
         if idx != self.req_prod_pvt:
-            raise Divergence("ring.req-index", f"request written at index {idx}; the private producer "
+            raise Divergence("ring.req-index", f"request written on ring {self.name} at index {idx}; the private producer "
                              f"req_prod_pvt is {self.req_prod_pvt}",
                              expected=self.req_prod_pvt, actual=idx, state=self.state())
         if (self.req_prod_pvt - self.rsp_cons) & M >= self.nr_ents:
-            raise Divergence("ring.overflow", f"request {id} on a full ring: {self.nr_ents} requests "
+            raise Divergence("ring.overflow", f"request {id} on ring {self.name}, which is full: {self.nr_ents} requests "
                              "outstanding (RING_FULL)", state=self.state())
         if id in self.in_flight:
-            raise Divergence("ring.id-reuse", f"request id {id} reused while request {id} (index "
+            raise Divergence("ring.id-reuse", f"request id {id} on ring {self.name} reused while request {id} (index "
                              f"{self.in_flight[id].idx}) is in flight",
                              actual=id, state=self.state(id))
 
@@ -113,14 +113,14 @@ class FrontRing:
     def push(self, old: int, new: int, notify: bool, req_event: int | None) -> None:
         """RING_PUSH_REQUESTS_AND_CHECK_NOTIFY."""
         if old != self.req_prod or new != self.req_prod_pvt:
-            raise Divergence("ring.push", f"req_prod moved {old}->{new}; the model has it at "
+            raise Divergence("ring.push", f"ring {self.name}: req_prod moved {old}->{new}; the model has it at "
                              f"{self.req_prod} with the private producer at {self.req_prod_pvt}",
                              expected=(self.req_prod, self.req_prod_pvt), actual=(old, new),
                              state=self.state())
         if req_event is not None:
             want = push_notify(old, new, req_event)
             if notify != want:
-                raise Divergence("ring.notify", f"notify={notify} after pushing {old}->{new} with "
+                raise Divergence("ring.notify", f"ring {self.name}: notify={notify} after pushing {old}->{new} with "
                                  f"req_event {req_event}; the rule gives {want}",
                                  expected=want, actual=notify, state=self.state())
         self.req_prod = new
@@ -132,19 +132,19 @@ class FrontRing:
 
     def take_response(self, idx: int, id: int) -> Request:
         if idx != self.rsp_cons:
-            raise Divergence("ring.rsp-index", f"response consumed at index {idx}; rsp_cons is "
+            raise Divergence("ring.rsp-index", f"ring {self.name}: response consumed at index {idx}; rsp_cons is "
                              f"{self.rsp_cons}", expected=self.rsp_cons, actual=idx,
                              state=self.state())
         if not (self.req_prod - self.rsp_cons) & M:
-            raise Divergence("ring.rsp-overflow", f"response at index {idx}, but every published "
+            raise Divergence("ring.rsp-overflow", f"ring {self.name}: response at index {idx}, but every published "
                              "request is answered (RING_RESPONSE_PROD_OVERFLOW)", state=self.state())
         if self.rsp_prod is not None and not (self.rsp_prod - self.rsp_cons) & M:
-            raise Divergence("ring.rsp-overflow", f"response consumed at index {idx}, but the backend "
+            raise Divergence("ring.rsp-overflow", f"ring {self.name}: response consumed at index {idx}, but the backend "
                              f"published responses only up to {self.rsp_prod}", state=self.state())
         request = self.in_flight.get(id)
         if request is None or not request.published:
             why = "not yet published" if request is not None else "not in flight"
-            raise Divergence("ring.rsp-unknown-id", f"response for id {id}, which is {why}",
+            raise Divergence("ring.rsp-unknown-id", f"ring {self.name}: response for id {id}, which is {why}",
                              actual=id, state=self.state(id))
         self.rsp_cons = (idx + 1) & M
         del self.in_flight[id]
@@ -155,11 +155,11 @@ class FrontRing:
         if rsp_event is not None:
             want = push_notify(old, new, rsp_event)
             if notify != want:
-                raise Divergence("ring.rsp-notify", f"backend notify={notify} after pushing responses "
+                raise Divergence("ring.rsp-notify", f"ring {self.name}: backend notify={notify} after pushing responses "
                                  f"{old}->{new} with rsp_event {rsp_event}; the rule gives {want}",
                                  expected=want, actual=notify, state=self.state())
         if ((new - self.rsp_cons) & M) > self.nr_ents:
-            raise Divergence("ring.rsp-overflow", f"rsp_prod {new} is more than {self.nr_ents} ahead of "
+            raise Divergence("ring.rsp-overflow", f"ring {self.name}: rsp_prod {new} is more than {self.nr_ents} ahead of "
                              f"rsp_cons {self.rsp_cons} (RING_RESPONSE_PROD_OVERFLOW)", state=self.state())
         self.rsp_prod = new
 

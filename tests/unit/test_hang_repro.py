@@ -19,14 +19,17 @@ from harness.runner import RunOutcome
 class _Host:
     """dom0 as the watchdog sees it: xenstore, blkback's counters, sysrq."""
 
-    def __init__(self, counters):
+    def __init__(self, counters, queues=None):
         self.counters = list(counters)    # wr_req of each successive sample
         self.samples = 0
         self.commands = []
+        self.queues = queues              # multi-queue-num-queues, None: absent
 
     def run(self, command, timeout_s=None, **k):
         self.commands.append(command)
-        if command.startswith("xenstore-read") and command.endswith("/backend"):
+        if "multi-queue-num-queues" in command:
+            out = f"{self.queues}\n" if self.queues is not None else ""
+        elif command.startswith("xenstore-read") and command.endswith("/backend"):
             out = "/local/domain/0/backend/vbd/3/51712\n"
         elif command.startswith("xenstore-read") and "ring-ref" in command:
             out = "8\n"
@@ -67,6 +70,17 @@ def test_nothing_moving_with_a_request_outstanding_is_a_hang_and_names_the_misse
     assert report.stuck
     assert "1 request(s) pushed and not answered" in report.summary and "a notify was due" in report.summary
     assert any(c.startswith("xl sysrq 3 w") for c in host.commands)   # the guest's blocked tasks, as evidence
+
+
+@pytest.mark.parametrize("queues, names", [(2, ["xvda/0", "xvda/1"]), ("99999", ["xvda"]), ("2;reboot", ["xvda"])],
+                         ids=["two-queues", "absurd-count", "not-a-number"])
+def test_each_queue_ring_is_sampled_and_the_guests_count_is_bounded(ring, queues, names):
+    host = _Host([5, 5], queues=queues)
+    report = hang.examine(host, _Guest(), ["xvda"], interval_s=0)
+    assert [s.vdev for s in report.samples] == names
+    assert report.stuck and all(f"{n}: 1 request(s) pushed" in report.summary for n in names)
+    if queues == 2:
+        assert any("queue-1/ring-ref" in c for c in host.commands)
 
 
 def test_a_ring_that_moves_is_not_stuck(ring):
