@@ -121,7 +121,8 @@ def _load_json(path: Path):
 
 
 def _trace_section(trace_path: Path, model_state: dict, verdict: dict) -> str:
-    points, dumps = [], []
+    points, dumps, features = [], [], {}
+    requests: dict[str, int] = {}
     t0 = None
     with open(trace_path) as fh:
         next(fh, None)  # header
@@ -131,6 +132,10 @@ def _trace_section(trace_path: Path, model_state: dict, verdict: dict) -> str:
             points.append((ev["t_ns"], ev["kind"], ev["src"]))
             if ev["kind"] == "xen.gnttab":
                 dumps.append(ev)
+            elif ev["kind"] == "blkif.features":
+                features[ev["ring"]] = ev
+            elif ev["kind"] == "blkif.req":
+                requests[ev["ring"]] = requests.get(ev["ring"], 0) + 1
     out = [f"<h2>Trace</h2><p>{len(points)} events in <a href='trace.jsonl'>trace.jsonl</a>; "
            f"the model's verdict: {_badge(verdict.get('outcome', '?'))}</p>"]
     if not points:
@@ -141,6 +146,8 @@ def _trace_section(trace_path: Path, model_state: dict, verdict: dict) -> str:
     series = model_state.get("series") or {}
     if series.get("ring_occupancy"):
         out.append(_plot(plots.step_series(series["ring_occupancy"], "Ring occupancy (requests in flight)", "requests", t0), "ring"))
+    if features:
+        out.append(_negotiation_table(features, requests))
     grants = {f"granted d{k}": v for k, v in (series.get("granted") or {}).items()}
     grants.update({f"mapped d{k}": v for k, v in (series.get("mapped") or {}).items()})
     if grants:
@@ -166,6 +173,37 @@ def _trace_section(trace_path: Path, model_state: dict, verdict: dict) -> str:
                    f"{led.get('leaked')} leaked, {led.get('deferred')} deferred</p>"
                    + (_table(["ref", "to", "frame", "access", "state", "mapped"], rows) if rows else "<p>none</p>"))
     return "".join(out)
+
+
+# (frontend parameter, backend node, frontend node) for each column pair of
+# the negotiation table: what was asked, offered and chosen.
+NEGOTIATED = (
+    ("max_queues", "multi-queue-max-queues", "multi-queue-num-queues"),
+    ("max_ring_page_order", "max-ring-page-order", "ring-page-order"),
+    ("feature_persistent", "feature-persistent", "feature-persistent"),
+    ("max_indirect_segments", "feature-max-indirect-segments", None),
+)
+
+
+def _negotiation_table(features: dict[str, dict], requests: dict[str, int]) -> str:
+    """Per ring: what the frontend was asked, what each end wrote, and how
+    many requests the ring carried (which queues and ring orders were used)."""
+    rows = []
+    for ring, ev in sorted(features.items()):
+        cells = [_e(ring), _e(ev.get("vcpus") if ev.get("vcpus") is not None else "?")]
+        for param, back_node, front_node in NEGOTIATED:
+            asked = ev.get("asked", {}).get(param, "default")
+            back = ev.get("back", {}).get(back_node, "absent")
+            front = ev.get("front", {}).get(front_node, "absent") if front_node else "-"
+            cells.append(_e(f"{asked} / {back} / {front}"))
+        cells.append(_e(requests.get(ring, 0)))
+        rows.append(cells)
+    return ("<h3>Negotiation per ring (asked / backend offered / frontend chose)</h3>"
+            "<p class='muted'>From both ends' xenstore nodes when the ring connected; the last column is the "
+            "number of requests the ring carried in this run. The model holds each pair to what Linux 6.1 "
+            "blkfront must choose (rules negotiate.*).</p>"
+            + _table(["ring", "vCPUs", "queues", "ring page order", "persistent", "indirect segments", "requests"],
+                     rows))
 
 
 def write(report: dict, run_dir: Path) -> Path:

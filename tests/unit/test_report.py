@@ -76,3 +76,28 @@ def test_only_drawing_imports_matplotlib_and_only_booting_the_stack():
                          cwd=Path(__file__).resolve().parents[2])
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["[]", "False"]
+
+
+def test_the_trace_section_says_per_ring_what_was_negotiated_and_used(tmp_path):
+    import json
+
+    from harness.report import html
+
+    feats = {"front": {"multi-queue-num-queues": "2", "ring-page-order": "1", "feature-persistent": "1"},
+             "back": {"multi-queue-max-queues": "4", "max-ring-page-order": "4", "feature-persistent": "1",
+                      "feature-max-indirect-segments": "256"},
+             "asked": {"max_queues": 2, "max_ring_page_order": 1}, "vcpus": 2}
+    events = [{"seq": 1, "t_ns": 1, "dom": 1, "src": "harness", "kind": "blkif.features", "ring": "xvda/0", **feats},
+              {"seq": 2, "t_ns": 2, "dom": 1, "src": "harness", "kind": "blkif.features", "ring": "xvda/1", **feats}]
+    events += [{"seq": 3 + i, "t_ns": 3 + i, "dom": 1, "src": "guest", "kind": "blkif.req", "ring": ring}
+               for i, ring in enumerate(["xvda/0", "xvda/1", "xvda/1"])]
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("\n".join(json.dumps(e) for e in [{"v": 1}, *events]) + "\n")
+    page = html._trace_section(trace, {}, {"outcome": "PASS"})
+    table = page[page.index("Negotiation per ring"):]
+    rows = table.split("<tr>")[2:]
+    assert "xvda/0" in rows[0] and "xvda/1" in rows[1]
+    assert "2 / 4 / 2" in rows[0]          # queues: asked 2, backend offers 4, frontend chose 2
+    assert "1 / 4 / 1" in rows[0]          # ring page order
+    assert "default / 256 / -" in rows[0]  # indirect segments: not asked, offered, no frontend node
+    assert "<td>1</td></tr>" in rows[0] and "<td>2</td></tr>" in rows[1]   # requests each ring carried
