@@ -73,6 +73,23 @@ MODULE_PARM_DESC(off_push, "offset in blkif_queue_rq of the instruction that sto
 MODULE_PARM_DESC(off_info_rinfo, "offsetof(struct blkfront_info, rinfo)");
 MODULE_PARM_DESC(off_info_rinfo_size, "offsetof(struct blkfront_info, rinfo_size)");
 
+/*
+ * Where blkif_queue_rq and blkif_interrupt release rinfo->ring_lock (their
+ * calls to _raw_spin_unlock_irqrestore; harness/capture/layout.py).  A
+ * probe there runs with the ring lock still held, so what it records is
+ * ordered against every other CPU's work on that ring as the lock ordered
+ * it: a push is written there with its notify decided, and an interrupt's
+ * responses take their place in the order there.
+ */
+#define MAX_UNLOCK_SITES 4
+static int off_queue_unlock[MAX_UNLOCK_SITES] = { -1, -1, -1, -1 };
+static int nr_queue_unlock;
+static int off_irq_unlock = -1;
+module_param_array(off_queue_unlock, int, &nr_queue_unlock, 0444);
+module_param(off_irq_unlock, int, 0444);
+MODULE_PARM_DESC(off_queue_unlock, "offsets in blkif_queue_rq of its calls that release the ring lock");
+MODULE_PARM_DESC(off_irq_unlock, "offset in blkif_interrupt of its call that releases the ring lock");
+
 /* Address of the static gnttab_free_callback_list (/proc/kallsyms); 0: no gnt.cb_fire. */
 static unsigned long sym_free_callback_list;
 module_param(sym_free_callback_list, ulong, 0444);
@@ -207,9 +224,14 @@ struct call {
 	bool on;
 };
 
-/* The blkif_interrupt running on this CPU, to tag the grant calls it makes. */
+/*
+ * The blkif_interrupt running on this CPU, to tag the grant calls it makes,
+ * and the order its responses take (`rsp_c`, taken where it releases the
+ * ring lock).  It runs with interrupts off from our entry handler to our
+ * return handler (xr_entry), so nothing else on this CPU touches this.
+ */
 struct batch {
-	u64 c;
+	u64 c, rsp_c;
 	unsigned long key;
 };
 static DEFINE_PER_CPU(struct batch, cpu_batch);
@@ -274,7 +296,8 @@ enum group { G_CORE, G_BLKFRONT };
 
 struct xprobe {
 	const char *sym;
-	const int *offset;	/* into the function, for probes inside one */
+	const int *offset;	/* into the function, for probes inside one (-1: none there) */
+	const char *site;	/* what the offset is, for stats */
 	enum group group;
 	bool required;		/* core: refuse to load without it */
 	bool ret;		/* kretprobe */
@@ -392,6 +415,18 @@ static int on_grant_ref(struct kprobe *p, struct pt_regs *regs)
 	return 0;
 }
 
+/*
+ * A call that takes refs off the free list does so under gnttab_list_lock,
+ * somewhere between its entry (`_c`) and its return (`_c_end`).  On several
+ * CPUs a free on another CPU may begin inside that span and still take the
+ * lock first; the harness orders the two by these bounds
+ * (harness/capture/guest_trace.py, _settle_allocations).
+ */
+static void alloc_end(struct line *l)
+{
+	lp(l, ",\"_c_end\":%llu", (unsigned long long)atomic64_inc_return(&call_seq));
+}
+
 struct d_grant {
 	struct call cl;
 	unsigned int to;
@@ -428,6 +463,7 @@ static int out_grant_access(struct kretprobe_instance *ri, struct pt_regs *regs)
 		ev_open(&l, "gnt.grant", d->cl.t);
 		lp(&l, ",\"ref\":%d,\"to\":%u,\"frame\":%lu,\"ro\":%s,\"alloc\":true",
 		   ref, d->to, d->frame, jbool(d->ro));
+		alloc_end(&l);
 		ev_close(&l, &d->cl, 0, ktime_get_ns());
 	}
 	local_irq_restore(flags);
@@ -548,6 +584,7 @@ static int out_alloc(struct kretprobe_instance *ri, struct pt_regs *regs)
 		/* head: the private chain's first ref, or -errno */
 		lp(&l, ",\"count\":%u,\"head\":%lld", d->count,
 		   rc < 0 ? (long long)rc : (long long)READ_ONCE(*d->headp));
+		alloc_end(&l);
 		ev_close(&l, &d->cl, 0, ktime_get_ns());
 	}
 	local_irq_restore(flags);
@@ -826,8 +863,8 @@ struct ring_state {
 	int notify_snap;	/* notifies when the current queue_rq began */
 	RING_IDX req_event_snap;	/* sring->req_event when it began */
 	/* A push read at the push site, its ring.push line not written yet: the
-	 * notify decision comes after the push, so the line is written at the
-	 * next look at this ring (its calls are ordered by `_c`, taken here). */
+	 * notify decision comes after the push, so the line is written where
+	 * blkif_queue_rq releases the ring lock (its `_c` is taken at the push). */
 	bool push_pending;
 	RING_IDX push_old, push_new;
 	u64 push_c, push_t;
@@ -854,7 +891,8 @@ struct rinfo_view {
 static bool blkfront_layout_given(void)
 {
 	return off_ring >= 0 && off_ring_ref >= 0 && off_irq >= 0 &&
-	       off_info_rinfo >= 0 && off_info_rinfo_size >= 0 && off_push >= 0;
+	       off_info_rinfo >= 0 && off_info_rinfo_size >= 0 && off_push >= 0 &&
+	       nr_queue_unlock >= 1 && off_irq_unlock >= 0;
 }
 
 enum { RINFO_BAD = -1, RINFO_NO_RING = 0, RINFO_OK = 1 };
@@ -1082,20 +1120,6 @@ static void flush_push(struct ring_state *rs, const struct rinfo_view *v)
 	ev_close(&l, &cl, 0, 0);
 }
 
-/* Every ring's pending push, before a reader takes the buffer. */
-static void flush_all_pushes(void)
-{
-	struct rinfo_view v;
-	unsigned long flags;
-	int i;
-
-	spin_lock_irqsave(&rings_lock, flags);
-	for (i = 0; i < nr_rings; i++)
-		if (rings[i].push_pending && ring_view(rings[i].rinfo, &v, "flush-layout"))
-			flush_push(&rings[i], &v);
-	spin_unlock_irqrestore(&rings_lock, flags);
-}
-
 /*
  * At the store of req_prod in blkif_queue_rq (the RING_PUSH_REQUESTS of the
  * inlined flush_requests): req_prod_pvt is the new producer index, the
@@ -1130,7 +1154,34 @@ static int on_push(struct kprobe *p, struct pt_regs *regs)
 		rs->push_new = pvt;
 		rs->push_c = atomic64_inc_return(&call_seq);
 		rs->push_t = ktime_get_ns();
+		/* Under the ring lock: only this call can notify for this ring now. */
+		rs->notify_snap = atomic_read(&rs->notifies);
+		rs->req_event_snap = READ_ONCE(v.fr.sring->req_event);
 	}
+	spin_unlock(&rings_lock);
+	return 0;
+}
+
+/*
+ * blkif_queue_rq releases the ring lock: its push (if it made one) is
+ * complete, notify included.  Writing the line any earlier, e.g. when
+ * another CPU's interrupt looks at the ring, could catch it between the
+ * push and the notify; any later, and another CPU could notify this ring.
+ */
+static int on_queue_unlock(struct kprobe *p, struct pt_regs *regs)
+{
+	void *rinfo = this_cpu_read(cur_rinfo);
+	struct rinfo_view v;
+	int i;
+
+	hit_kp(p);
+	this_cpu_write(cur_rinfo, NULL);
+	if (!rinfo || !ring_view(rinfo, &v, "queue-unlock-layout"))
+		return 0;
+	spin_lock(&rings_lock);
+	for (i = 0; i < nr_rings; i++)
+		if (rings[i].rinfo == rinfo)
+			flush_push(&rings[i], &v);
 	spin_unlock(&rings_lock);
 	return 0;
 }
@@ -1194,14 +1245,14 @@ static int on_queue_rq(struct kprobe *p, struct pt_regs *regs)
 	this_cpu_write(cur_rinfo, NULL);
 	if (!ring_view(rinfo, &v, "blkif_queue_rq-layout"))
 		return 0;
+	/*
+	 * Outside the ring lock: another CPU may be between its push and its
+	 * notify on this ring, so nothing of the ring's state is touched here.
+	 */
 	spin_lock(&rings_lock);
 	rs = ring_get(rinfo, &v);
-	if (rs) {
-		flush_push(rs, &v);
-		rs->notify_snap = atomic_read(&rs->notifies);
-		rs->req_event_snap = READ_ONCE(v.fr.sring->req_event);
+	if (rs)
 		this_cpu_write(cur_rinfo, rinfo);
-	}
 	spin_unlock(&rings_lock);
 	if (!rs)
 		lost("blkif-too-many-rings", 1);
@@ -1220,7 +1271,6 @@ static int in_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
 	struct d_irq *d = (void *)ri->data;
 	struct batch *b = this_cpu_ptr(&cpu_batch);
 	struct rinfo_view v;
-	struct ring_state *rs;
 	unsigned long flags;
 	int skip = 1;
 
@@ -1228,15 +1278,15 @@ static int in_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
 	d->rinfo = (void *)ARG(regs, 1);	/* dev_id */
 	if (!ring_view(d->rinfo, &v, "blkif_interrupt-layout"))
 		goto out;
+	/* Known from here on (its irq counts notifies); a push another CPU
+	 * has pending is its own to write (on_queue_unlock). */
 	spin_lock(&rings_lock);
-	rs = ring_get(d->rinfo, &v);
-	/* The push before these responses goes first. */
-	if (rs)
-		flush_push(rs, &v);
+	ring_get(d->rinfo, &v);
 	spin_unlock(&rings_lock);
 	d->rsp_cons = v.fr.rsp_cons;
 	call_begin(&d->cl);
 	b->c = d->cl.c;
+	b->rsp_c = 0;
 	b->key = ctx_key();
 	skip = 0;
 out:
@@ -1244,11 +1294,25 @@ out:
 	return skip;
 }
 
+/* blkif_interrupt releases the ring lock: its responses are all consumed. */
+static int on_irq_unlock(struct kprobe *p, struct pt_regs *regs)
+{
+	struct batch *b = this_cpu_ptr(&cpu_batch);
+
+	hit_kp(p);
+	if (b->c)
+		b->rsp_c = atomic64_inc_return(&call_seq);
+	return 0;
+}
+
 /*
- * Responses consumed by this interrupt, read from the shared page.  They all
- * carry the interrupt's `c` (sub-ordered by index) and `_batch`, as do the
- * grant calls the handler made: the harness puts each response just before
- * the first end of its request's grants (docs/capture.md).
+ * Responses consumed by this interrupt, read from the shared page.  They
+ * carry the `c` taken where the handler released the ring lock (sub-ordered
+ * by index), so each sorts after the push of its request even when that
+ * push came on another CPU after the interrupt began, and `_batch`, the
+ * interrupt's own `c`, as do the grant calls the handler made: the harness
+ * puts each response just before the first end of its request's grants
+ * (docs/capture.md).
  */
 static int out_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
@@ -1256,14 +1320,17 @@ static int out_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
 	struct batch *b = this_cpu_ptr(&cpu_batch);
 	struct blkif_response rsp;
 	struct rinfo_view v;
+	struct call cl;
 	unsigned long flags;
 	RING_IDX idx;
-	u64 sub = 0;
+	u64 sub = 0, rsp_c;
 	struct line l;
 
 	local_irq_save(flags);
 	hit_ri(ri);
+	rsp_c = b->rsp_c;
 	b->c = 0;
+	b->rsp_c = 0;
 	if (!ring_view(d->rinfo, &v, "blkif_interrupt-layout"))
 		goto out;
 	if (!d->cl.on || v.fr.rsp_cons == d->rsp_cons)
@@ -1272,13 +1339,19 @@ static int out_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
 		lost("blkif.rsp-cons-jump", v.fr.rsp_cons - d->rsp_cons);
 		goto out;
 	}
-	d->cl.batch = d->cl.c;
+	if (!rsp_c) {	/* consumed without passing the unlock: not this build's code */
+		lost("blkif_interrupt-unlock-unseen", v.fr.rsp_cons - d->rsp_cons);
+		goto out;
+	}
+	cl = d->cl;
+	cl.c = rsp_c;
+	cl.batch = d->cl.c;
 	for (idx = d->rsp_cons; idx != v.fr.rsp_cons; idx++) {
 		memcpy(&rsp, RING_GET_RESPONSE(&v.fr, idx), sizeof(rsp));
-		ev_open(&l, "blkif.rsp", d->cl.t);
+		ev_open(&l, "blkif.rsp", cl.t);
 		lp(&l, ",\"ring\":\"gref:%u\",\"idx\":%u,\"id\":%llu,\"op\":%u,\"status\":%d",
 		   v.ref0, idx, (unsigned long long)rsp.id, rsp.operation, rsp.status);
-		ev_close(&l, &d->cl, ++sub, 0);
+		ev_close(&l, &cl, ++sub, 0);
 	}
 out:
 	local_irq_restore(flags);
@@ -1317,8 +1390,14 @@ static struct xprobe probes[] = {
 	/* wanted only with the blkfront layout */
 	KP("notify_remote_via_irq", G_CORE, true, on_notify),
 	KP("xen_blkfront:blkif_queue_rq", G_BLKFRONT, false, on_queue_rq),
-	{ .sym = "xen_blkfront:blkif_queue_rq", .offset = &off_push, .group = G_BLKFRONT,
-	  .required = false, .pre = on_push },
+	{ .sym = "xen_blkfront:blkif_queue_rq", .offset = &off_push, .site = "+push",
+	  .group = G_BLKFRONT, .required = false, .pre = on_push },
+#define QUEUE_UNLOCK(i) \
+	{ .sym = "xen_blkfront:blkif_queue_rq", .offset = &off_queue_unlock[i], \
+	  .site = "+unlock" #i, .group = G_BLKFRONT, .required = false, .pre = on_queue_unlock }
+	QUEUE_UNLOCK(0), QUEUE_UNLOCK(1), QUEUE_UNLOCK(2), QUEUE_UNLOCK(3),
+	{ .sym = "xen_blkfront:blkif_interrupt", .offset = &off_irq_unlock, .site = "+unlock",
+	  .group = G_BLKFRONT, .required = false, .pre = on_irq_unlock },
 	KRP("xen_blkfront:blkif_interrupt", G_BLKFRONT, false, in_blk_irq, out_blk_irq,
 	    struct d_irq),
 	KP("xen_blkfront:blkif_free_ring", G_BLKFRONT, false, on_free_ring),
@@ -1494,6 +1573,8 @@ static void blkfront_register(bool at_load)
 
 		if (x->group != G_BLKFRONT || x->registered)
 			continue;
+		if (x->offset && *x->offset < 0)	/* an unused unlock site */
+			continue;
 		x->wanted = true;
 		if (probe_register(x, at_load) && at_load) {
 			/* Not loaded yet: the module notifier will try again. */
@@ -1582,7 +1663,6 @@ static ssize_t trace_read(struct file *f, char __user *ubuf, size_t count, loff_
 	if (!count)
 		return 0;
 	report_missed();
-	flush_all_pushes();
 	mutex_lock(&read_mutex);
 	spin_lock_irqsave(&tb_lock, flags);
 	avail = tb_head - tb_tail;
@@ -1657,7 +1737,7 @@ static int stats_show(struct seq_file *m, void *v)
 		struct xprobe *x = &probes[i];
 
 		seq_printf(m, "probe %s%s: %s hits=%ld missed=%lu irqs_on_at_return=%ld\n", x->sym,
-			   x->offset ? "+push" : "", x->registered ? "registered" : x->err ? "FAILED" : "off",
+			   x->offset ? x->site : "", x->registered ? "registered" : x->err ? "FAILED" : "off",
 			   atomic_long_read(&x->hits), probe_missed(x), atomic_long_read(&x->irqs_on_at_return));
 	}
 	mutex_unlock(&probe_mutex);

@@ -13,7 +13,11 @@ post-processing it promises, in this order:
    would then wait for callbacks it is never told ran;
 2. drop calls made inside another traced call (`_nested`);
 3. order the events by `_c` (the order their calls began; `_s` orders the
-   events one call produced);
+   events one call produced; a response's `_c` is taken where the
+   interrupt released the ring lock), except that a call which took refs
+   off the free list goes right after the call on another CPU that began
+   while it ran (`_c` .. `_c_end`) and put back the very ref it got first:
+   both took gnttab_list_lock, the free first (_settle_allocations);
 4. put each response of a blkif_interrupt (`_batch`) just before the first
    end of access to a grant of its request made inside that interrupt, so
    that a request's grants are ended after its response and before the
@@ -30,6 +34,7 @@ Each event is then checked against the schema (with a stand-in `seq`).
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterable
 
@@ -50,7 +55,7 @@ _validator = msgspec.json.Decoder(AnyEvent)
 
 
 class _Line:
-    __slots__ = ("number", "text", "ev", "key")
+    __slots__ = ("number", "text", "ev", "key", "order")
 
     def __init__(self, number: int, text: str, ev: dict):
         self.number = number
@@ -107,6 +112,8 @@ def _read(lines: Iterable[str]) -> tuple[list[_Line], list[_Line]]:
             raise _fail(line, 0, "", f"unknown guest event kind {kind!r}")
         _int(ev, "t_ns", line)
         _int(ev, "_c", line)
+        if "_c_end" in ev:
+            _int(ev, "_c_end", line)
         if ev.get("_nested"):
             continue
         events.append(line)
@@ -122,6 +129,80 @@ def _check_callbacks(events: list[_Line], configs: list[_Line]) -> None:
             raise _fail(line, 0, "", "a free callback was requested, but xenrig_trace was loaded "
                         "without sym_free_callback_list, so callbacks that ran are not in the "
                         f"trace (see its _config on line {blind[0].number})")
+
+
+def _puts_back(ev: dict) -> bool:
+    """Whether the call put refs back on the free list (under gnttab_list_lock)."""
+    kind = ev["kind"]
+    if kind in ("gnt.free", "gnt.free_chain"):
+        return True
+    if kind == "gnt.end":   # `ref` mode ends access only; `try` and `end` free the ref when it ended
+        return bool(ev.get("ok")) and ev.get("mode") in ("try", "end")
+    return kind == "gnt.deferred_end" and bool(ev.get("ok"))
+
+
+def _freed_ref(ev: dict) -> int | None:
+    """The one ref a free-list call put back, when the event names it."""
+    return ev.get("ref") if ev["kind"] in ("gnt.free", "gnt.end", "gnt.deferred_end") else None
+
+
+def _is_alloc(ev: dict) -> bool:
+    return ev["kind"] == "gnt.alloc" or (ev["kind"] == "gnt.grant" and bool(ev.get("alloc")))
+
+
+def _settle_allocations(events: list[_Line]) -> None:
+    """Sort keys (`order`): by `_c`, but an allocation right after the free
+    that handed it its first ref.
+
+    An allocation (gnt.alloc, gnt.grant with alloc) takes its refs under
+    gnttab_list_lock somewhere between its entry (`_c`) and its return
+    (`_c_end`), with interrupts off on its CPU; a free on another CPU that
+    was running meanwhile may have taken the lock before it or after.  The
+    free list is last-in first-out, so the ref the allocation got first
+    (gnt.alloc's `head`, gnt.grant's `ref`) tells where it stood: right
+    after the last free of that very ref, when that free ran on another
+    CPU and
+      - began inside the allocation's span, or
+      - began before it, with no allocation in between (frees that began
+        in between and put their refs in front of it would have handed
+        out those refs first: they took the lock after it), and nothing of
+        the allocation's own CPU in between (its program order stands).
+    A free of a whole chain (gnt.free_chain) does not say which ref it put
+    back last: an allocation no single free explains goes after the last
+    such chain free inside its span.  On one CPU nothing moves."""
+    lines = sorted(events, key=lambda line: (line.ev["_c"], line.ev.get("_s", 0)))
+    starts = [line.ev["_c"] for line in lines]
+    last_free: dict[int, list[int]] = {}     # ref -> positions in `lines` of its frees
+    for pos, line in enumerate(lines):
+        line.order = (line.ev["_c"], line.ev.get("_s", 0), 0)
+        ref = _freed_ref(line.ev) if _puts_back(line.ev) else None
+        if ref is not None:
+            last_free.setdefault(ref, []).append(pos)
+    for pos, line in enumerate(lines):
+        ev = line.ev
+        end = ev.get("_c_end")
+        if not _is_alloc(ev) or not isinstance(end, int):
+            continue
+        first = ev.get("head") if ev["kind"] == "gnt.alloc" else ev.get("ref")
+        cpu = ev.get("_cpu")
+        limit = bisect.bisect_left(starts, end)
+        frees = [p for p in last_free.get(first, ()) if p < limit]
+        anchor = None
+        if frees and lines[frees[-1]].ev.get("_cpu") != cpu:
+            f = frees[-1]
+            if f > pos:
+                anchor = lines[f]
+            else:
+                between = lines[f + 1:pos]
+                if not any(_is_alloc(b.ev) for b in between):
+                    own = [b for b in between if b.ev.get("_cpu") == cpu]
+                    anchor = own[-1] if own else lines[f]
+        elif not frees:
+            chains = [b for b in lines[pos + 1:limit]
+                      if b.ev["kind"] == "gnt.free_chain" and b.ev.get("_cpu") != cpu]
+            anchor = chains[-1] if chains else None
+        if anchor is not None:
+            line.order = (anchor.ev["_c"], anchor.ev.get("_s", 0), 1)
 
 
 def _request_grefs(ev: dict) -> set[int]:
@@ -206,7 +287,8 @@ def parse_guest_lines(lines: Iterable[str], guest_domid: int,
     """
     events, configs = _read(lines)
     _check_callbacks(events, configs)
-    events.sort(key=lambda line: (line.ev["_c"], line.ev.get("_s", 0)))
+    _settle_allocations(events)
+    events.sort(key=lambda line: line.order)
     _place_responses(events)
     events.sort(key=lambda line: line.key)
     out: list[dict] = []

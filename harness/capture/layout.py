@@ -31,6 +31,8 @@ MODULE_PARAMS = {
     "info_rinfo": "off_info_rinfo",
     "info_rinfo_size": "off_info_rinfo_size",
     "push": "off_push",
+    "queue_unlock": "off_queue_unlock",
+    "irq_unlock": "off_irq_unlock",
 }
 
 
@@ -95,12 +97,21 @@ def struct_offsets(path: str | Path, wanted: dict[str, dict[str, str]]) -> dict[
     return found
 
 
-def blkfront_offsets(ko_path: str | Path) -> dict[str, int]:
+def blkfront_offsets(ko_path: str | Path) -> dict[str, int | list[int]]:
     """Offsets in xen-blkfront.ko: ring, ring_ref, irq (struct blkfront_ring_info)
     and info_rinfo, info_rinfo_size (struct blkfront_info); push, the offset
-    in blkif_queue_rq of the store that publishes requests (push_site)."""
-    offsets = struct_offsets(ko_path, WANTED)
-    offsets["push"] = push_site(ko_path)
+    in blkif_queue_rq of the store that publishes requests (push_site);
+    queue_unlock and irq_unlock, where blkif_queue_rq and blkif_interrupt
+    release the ring lock (unlock_sites)."""
+    offsets: dict[str, int | list[int]] = dict(struct_offsets(ko_path, WANTED))
+    functions = _disassemble(ko_path, ("blkif_queue_rq", "blkif_interrupt"))
+    offsets["push"] = push_site(ko_path, body=functions["blkif_queue_rq"])
+    offsets["queue_unlock"] = unlock_sites(ko_path, "blkif_queue_rq", body=functions["blkif_queue_rq"])
+    irq_sites = unlock_sites(ko_path, "blkif_interrupt", body=functions["blkif_interrupt"])
+    if len(irq_sites) != 1:
+        raise LayoutError(f"blkif_interrupt in {ko_path} releases a lock at {len(irq_sites)} call sites, "
+                          "not exactly one (the tracer orders its responses there)")
+    offsets["irq_unlock"] = irq_sites[0]
     return offsets
 
 
@@ -109,9 +120,40 @@ def blkfront_offsets(ko_path: str | Path) -> dict[str, int]:
 _STORE = re.compile(r"^\s*([0-9a-f]+):\s+mov\s+%e[a-z0-9]+d?,\(%r[a-z0-9]+\)\s*$|^\s*([0-9a-f]+):\s+mov\s+%r[0-9]+d,\(%r[a-z0-9]+\)\s*$")
 _FULL_BARRIER = re.compile(r"^\s*[0-9a-f]+:\s+(lock addl \$0x0,-0x4\(%rsp\)|lock orq \$0x0,\(%rsp\)|mfence)\s*$")
 _FUNC = re.compile(r"^([0-9a-f]+) <([^>]+)>:$")
+_CALL = re.compile(r"^\s*([0-9a-f]+):\s+call\s")
+_RELOC = re.compile(r"^\s*[0-9a-f]+:\s+R_X86_64_(?:PLT32|PC32)\s+(\S+?)(?:[-+]0x[0-9a-f]+)?\s*$")
+# Where a ring lock is released: blkfront takes rinfo->ring_lock with
+# spin_lock_irqsave in both functions.
+UNLOCK = "_raw_spin_unlock_irqrestore"
 
 
-def push_site(ko_path: str | Path, function: str = "blkif_queue_rq") -> int:
+def _disassemble(ko_path: str | Path, functions: tuple[str, ...]) -> dict[str, tuple[int, list[str]]]:
+    """Each function's start address and instruction lines (with relocations)."""
+    try:
+        out = subprocess.run(["objdump", "-dr", "--no-show-raw-insn", str(ko_path)], capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LayoutError(f"cannot disassemble {ko_path}: {exc}") from None
+    found: dict[str, tuple[int, list[str]]] = {}
+    body: list[str] | None = None
+    for line in out.splitlines():
+        m = _FUNC.match(line)
+        if m:
+            body = None
+            if m.group(2) in functions:
+                body = []
+                found[m.group(2)] = (int(m.group(1), 16), body)
+            continue
+        if body is not None and line.strip():
+            body.append(line)
+    for function in functions:
+        if function not in found:
+            raise LayoutError(f"{ko_path} has no function {function}")
+    return found
+
+
+def push_site(ko_path: str | Path, function: str = "blkif_queue_rq", *,
+              body: tuple[int, list[str]] | None = None) -> int:
     """Offset in `function` of the store that publishes new requests.
 
     RING_PUSH_REQUESTS_AND_CHECK_NOTIFY (xen/interface/io/ring.h) stores the
@@ -120,27 +162,10 @@ def push_site(ko_path: str | Path, function: str = "blkif_queue_rq") -> int:
     flush_requests is inlined into blkif_queue_rq, so the tracer probes that
     store by offset; the offset comes from this very build's machine code.
     """
-    try:
-        out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(ko_path)], capture_output=True,
-                             text=True, timeout=120, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise LayoutError(f"cannot disassemble {ko_path}: {exc}") from None
-    lines = out.splitlines()
-    start, body = None, []
-    for line in lines:
-        m = _FUNC.match(line)
-        if m:
-            if start is not None:
-                break
-            if m.group(2) == function:
-                start = int(m.group(1), 16)
-            continue
-        if start is not None and line.strip():
-            body.append(line)
-    if start is None:
-        raise LayoutError(f"{ko_path} has no function {function}")
+    start, lines = body if body is not None else _disassemble(ko_path, (function,))[function]
+    lines = [line for line in lines if not _RELOC.match(line)]
     sites = []
-    for prev, line in zip(body, body[1:]):
+    for prev, line in zip(lines, lines[1:]):
         if _FULL_BARRIER.match(line):
             m = _STORE.match(prev)
             if m:
@@ -151,9 +176,36 @@ def push_site(ko_path: str | Path, function: str = "blkif_queue_rq") -> int:
     return sites[0]
 
 
-def insmod_args(offsets: dict[str, int]) -> list[str]:
-    """`off_ring=N ...` arguments for insmod xenrig_trace.ko."""
-    return [f"{MODULE_PARAMS[key]}={offsets[key]}" for key in MODULE_PARAMS]
+MAX_UNLOCK_SITES = 4   # xenrig_trace's off_queue_unlock array
 
 
-__all__ = ["LayoutError", "MODULE_PARAMS", "blkfront_offsets", "insmod_args", "push_site", "struct_offsets"]
+def unlock_sites(ko_path: str | Path, function: str, *, body: tuple[int, list[str]] | None = None) -> list[int]:
+    """Offsets in `function` of its calls to _raw_spin_unlock_irqrestore.
+
+    A probe there runs while the ring lock is still held: a counter taken
+    at that point orders the function's work on the ring against every
+    other CPU's work on the same ring exactly as the lock did (the point of
+    the tracer's per-ring order on several vCPUs; docs/capture.md)."""
+    start, lines = body if body is not None else _disassemble(ko_path, (function,))[function]
+    sites = []
+    for call, reloc in zip(lines, lines[1:]):
+        m, r = _CALL.match(call), _RELOC.match(reloc)
+        if m and r and r.group(1) == UNLOCK:
+            sites.append(int(m.group(1), 16) - start)
+    if not 1 <= len(sites) <= MAX_UNLOCK_SITES:
+        raise LayoutError(f"{function} in {ko_path} calls {UNLOCK} at {len(sites)} sites; "
+                          f"the tracer takes 1 to {MAX_UNLOCK_SITES}")
+    return sites
+
+
+def insmod_args(offsets: dict[str, int | list[int]]) -> list[str]:
+    """`off_ring=N ...` arguments for insmod xenrig_trace.ko (arrays comma-separated)."""
+    return [f"{MODULE_PARAMS[key]}={param_value(offsets[key])}" for key in MODULE_PARAMS]
+
+
+def param_value(value: int | list[int]) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+__all__ = ["LayoutError", "MODULE_PARAMS", "blkfront_offsets", "insmod_args", "param_value", "push_site",
+           "struct_offsets", "unlock_sites"]

@@ -22,18 +22,21 @@ GUEST = 3
 RING_NAMES = {8: "xvda/0"}
 LIST_END = 4294967295
 BATCH = 50  # the blkif_interrupt call's _c
+UNLOCK = 65  # the _c taken where that interrupt released the ring lock
 
 
-def line(c, kind, *, sub=0, t_end=False, task=412, batch=None, **fields):
+def line(c, kind, *, sub=0, t_end=False, task=412, batch=None, cpu=0, c_end=None, **fields):
     """One line as the module formats it (ev_open ... ev_close)."""
-    ev = {"t_ns": 5_000_000 + 1000 * c + sub, "dom": 32752, "src": "guest", "kind": kind, **fields,
-          "_c": c}
+    ev = {"t_ns": 5_000_000 + 1000 * c + sub, "dom": 32752, "src": "guest", "kind": kind, **fields}
+    if c_end is not None:
+        ev["_c_end"] = c_end
+    ev["_c"] = c
     if sub:
         ev["_s"] = sub
     if t_end:
         ev["_t_end"] = ev["t_ns"] + 700
     ev["_task"] = task
-    ev["_cpu"] = 0
+    ev["_cpu"] = cpu
     if batch is not None:
         ev["_batch"] = batch
     return json.dumps(ev, separators=(",", ":"))
@@ -81,15 +84,16 @@ def io_lines():
     ]
     # blkif_interrupt (_c 50, hard irq: _task 0): blkif_completion ends each
     # request's grants (data pages, then the indirect page) while consuming
-    # it; the module writes the responses only when the handler returns.
+    # it; the module writes the responses only when the handler returns,
+    # with the _c it took where the handler released the ring lock.
     ends = [9] + list(range(11, 23)) + [10]
     for i, ref in enumerate(ends):
         lines.append(line(BATCH + 1 + i, "gnt.end", t_end=True, task=0, batch=BATCH,
                           ref=ref, ok=True, mode="try"))
     lines += [
-        line(BATCH, "blkif.rsp", sub=1, task=0, batch=BATCH, ring="gref:8", idx=0, id=0, op=0,
+        line(UNLOCK, "blkif.rsp", sub=1, task=0, batch=BATCH, ring="gref:8", idx=0, id=0, op=0,
              status=0),
-        line(BATCH, "blkif.rsp", sub=2, task=0, batch=BATCH, ring="gref:8", idx=1, id=1, op=1,
+        line(UNLOCK, "blkif.rsp", sub=2, task=0, batch=BATCH, ring="gref:8", idx=1, id=1, op=1,
              status=0),
     ]
     return lines
@@ -237,3 +241,119 @@ def test_capture_doc_example_lines():
     block = re.search(r"Example lines.*?```json\n(.*?)```", doc, re.S).group(1)
     events = parse_guest_lines(block.splitlines(), GUEST, RING_NAMES)
     assert [ev["kind"] for ev in events] == ["blkif.req", "ring.push", "blkif.rsp", "gnt.end"]
+
+
+# -- several vCPUs --------------------------------------------------------
+
+
+def push_inside_interrupt_lines(rsp_c):
+    """A blkif_interrupt begins on CPU 0 (_c 5); before it takes the ring
+    lock, CPU 1 queues and pushes a request, which the backend answers at
+    once; the interrupt consumes that response and ends its grant."""
+    cpu1 = {"cpu": 1, "task": 500}
+    return ring_setup_lines() + [
+        line(6, "gnt.alloc", t_end=True, c_end=7, count=1, head=9, **cpu1),
+        line(8, "gnt.claim", t_end=True, head=9, ref=9, **cpu1),
+        line(9, "gnt.grant", ref=9, to=0, frame=5000, ro=False, alloc=False, **cpu1),
+        line(10, "gnt.free_chain", head=LIST_END, **cpu1),
+        line(11, "blkif.req", ring="gref:8", idx=0, op=0, id=0, sector=2048, segs=[[9, 0, 7]], **cpu1),
+        line(12, "ring.push", ring="gref:8", old=0, new=1, notify=True, req_event=1,
+             _rinfo="ffff888004a1c000", **cpu1),
+        line(13, "gnt.end", t_end=True, task=0, batch=5, ref=9, ok=True, mode="try"),
+        line(rsp_c, "blkif.rsp", sub=1, task=0, batch=5, ring="gref:8", idx=0, id=0, op=0, status=0),
+    ]
+
+
+def test_a_push_on_another_cpu_inside_an_interrupt_goes_before_its_response():
+    # The response carries the _c taken where the interrupt released the
+    # ring lock (14): after the push, as the lock ordered them.
+    events = parse_guest_lines(push_inside_interrupt_lines(14), GUEST, RING_NAMES)
+    kinds = [ev["kind"] for ev in events[6:]]
+    assert kinds == ["gnt.free_chain", "blkif.req", "ring.push", "blkif.rsp", "gnt.end"]
+    verdict = replay(with_harness_events(events), header=header())
+    assert verdict.outcome == "PASS", verdict.summary()
+    # At the interrupt's entry (5), the response would come before its own
+    # request: the order a one-CPU tracer gave.
+    events = parse_guest_lines(push_inside_interrupt_lines(5), GUEST, RING_NAMES)
+    assert replay(with_harness_events(events), header=header()).outcome == "FAIL"
+
+
+def free_inside_allocation_lines(free_c, c_end=10):
+    """CPU 1 holds ref 30 (gnttab_grant_foreign_access) and ends it; CPU 0
+    allocates one ref and gets 30, the free list's new head."""
+    cpu1 = {"cpu": 1, "task": 500}
+    return ring_setup_lines() + [
+        line(5, "gnt.grant", t_end=True, c_end=6, ref=30, to=0, frame=7000, ro=False, alloc=True, **cpu1),
+        line(7, "gnt.alloc", t_end=True, c_end=c_end, count=1, head=30),
+        line(free_c, "gnt.end", t_end=True, ref=30, ok=True, mode="end", **cpu1),
+        line(11, "gnt.claim", t_end=True, head=30, ref=30),
+        line(12, "gnt.grant", ref=30, to=0, frame=7100, ro=False, alloc=False),
+        line(13, "gnt.free_chain", head=LIST_END),
+    ]
+
+
+def test_a_free_on_another_cpu_inside_an_allocation_goes_first():
+    events = parse_guest_lines(free_inside_allocation_lines(8), GUEST, RING_NAMES)
+    assert [(ev["kind"], ev.get("ref", ev.get("head"))) for ev in events[3:6]] == [
+        ("gnt.grant", 30), ("gnt.end", 30), ("gnt.alloc", 30)]
+    verdict = replay(with_harness_events(events), header=header())
+    assert verdict.outcome == "PASS", verdict.summary()
+
+
+@pytest.mark.parametrize("free_c, c_end", [(8, None), (10, 9)], ids=["no-c-end", "free-after-return"])
+def test_an_allocation_moves_only_past_frees_that_began_inside_it(free_c, c_end):
+    # Without the allocation's return bound, or with a free that began only
+    # after it returned, the ref really was handed out while in use.
+    lines = free_inside_allocation_lines(free_c, c_end or 10)
+    if c_end is None:
+        lines = [ln.replace(',"_c_end":10', "") for ln in lines]
+    events = parse_guest_lines(lines, GUEST, RING_NAMES)
+    assert [ev["kind"] for ev in events[3:5]] == ["gnt.grant", "gnt.alloc"]
+    assert replay(with_harness_events(events), header=header()).outcome == "FAIL"
+
+
+def three_grants_on_cpu1(first_ref):
+    """CPU 1 holds three refs from gnttab_grant_foreign_access (_c 5..10)."""
+    return ring_setup_lines() + [
+        line(5 + 2 * i, "gnt.grant", t_end=True, c_end=6 + 2 * i, ref=first_ref + i, to=0, frame=7000 + i,
+             ro=False, alloc=True, cpu=1, task=500) for i in range(3)]
+
+
+def settled(lines):
+    events = parse_guest_lines(lines, GUEST, RING_NAMES)
+    return events, [(ev["kind"], ev.get("ref", ev.get("head"))) for ev in events[6:]]
+
+
+def test_an_allocation_goes_right_after_the_free_of_its_first_ref_not_after_later_ones():
+    # The shape a 4-vCPU capture showed: an interrupt on CPU 1 ends 40 then
+    # 41 (each put back on the free list's head); an allocation of 2 on
+    # CPU 0 spans both ends and got 40 first, then 39 (freed before): it took
+    # the lock between the two ends.  After the second end, the model's list
+    # would start at 41 and leave 39 free, so the claim of 39 would diverge.
+    cpu1 = {"cpu": 1, "task": 500}
+    events, order = settled(three_grants_on_cpu1(39) + [
+        line(11, "gnt.end", t_end=True, ref=39, ok=True, mode="end", **cpu1),
+        line(12, "gnt.alloc", t_end=True, c_end=16, count=2, head=40),
+        line(13, "gnt.end", t_end=True, ref=40, ok=True, mode="end", **cpu1),
+        line(14, "gnt.end", t_end=True, ref=41, ok=True, mode="end", **cpu1),
+        line(17, "gnt.claim", t_end=True, head=40, ref=40),
+        line(18, "gnt.claim", t_end=True, head=39, ref=39),
+    ])
+    assert order[1:4] == [("gnt.end", 40), ("gnt.alloc", 40), ("gnt.end", 41)], order
+    verdict = replay(with_harness_events(events), header=header())
+    assert verdict.outcome == "PASS", verdict.summary()
+
+
+def test_a_free_that_began_before_the_allocation_but_locked_after_goes_after_it():
+    # Also seen on 4 vCPUs: CPU 1 ends 44, 45, 46; the allocation on CPU 0
+    # began after all three began, yet got 45 first (46 was put back after
+    # it took the lock).
+    cpu1 = {"cpu": 1, "task": 500}
+    events, order = settled(three_grants_on_cpu1(44) + [
+        line(11 + i, "gnt.end", t_end=True, ref=44 + i, ok=True, mode="end", **cpu1) for i in range(3)] + [
+        line(14, "gnt.alloc", t_end=True, c_end=16, count=2, head=45),
+        line(17, "gnt.claim", t_end=True, head=45, ref=45),
+        line(18, "gnt.claim", t_end=True, head=44, ref=44),
+    ])
+    assert order[1:4] == [("gnt.end", 45), ("gnt.alloc", 45), ("gnt.end", 46)], order
+    assert replay(with_harness_events(events), header=header()).outcome == "PASS"

@@ -108,8 +108,12 @@ def built_blkfront() -> Path | None:
 @pytest.mark.skipif(built_blkfront() is None, reason="no xen-blkfront.ko built in the cache yet")
 def test_built_blkfront():
     offsets = blkfront_offsets(built_blkfront())
-    assert set(offsets) == set(KEYS) | {"push"}
+    assert set(offsets) == set(KEYS) | {"push", "queue_unlock", "irq_unlock"}
     assert offsets["push"] > 0
+    # The normal path of blkif_queue_rq releases the lock after its push;
+    # the busy and error paths release it without one.
+    assert any(site > offsets["push"] for site in offsets["queue_unlock"])
+    assert offsets["irq_unlock"] > 0
     # Linux 6.1's struct blkfront_ring_info: ring (struct blkif_front_ring,
     # 24 bytes on x86_64), ring_ref[XENBUS_MAX_RING_GRANTS = 16], evtchn, irq.
     assert offsets["ring_ref"] - offsets["ring"] == 24
@@ -150,3 +154,40 @@ int other(struct sring *s, unsigned int v)
     assert layout.push_site(obj) == int(store.split(":")[0], 16) - start
     with pytest.raises(layout.LayoutError, match="no function"):
         layout.push_site(obj, function="missing")
+
+
+@needs_gcc
+def test_unlock_sites_are_the_calls_that_release_the_lock(tmp_path):
+    """The offsets of every call to _raw_spin_unlock_irqrestore in the
+    function, found through the call's relocation, and none elsewhere."""
+    import subprocess
+
+    from harness.capture import layout
+
+    src = tmp_path / "unlock.c"
+    src.write_text(r"""
+void _raw_spin_lock_irqsave(void *l);
+void _raw_spin_unlock_irqrestore(void *l, unsigned long f);
+void other_call(void);
+int blkif_queue_rq(void *lock, int busy)
+{
+    _raw_spin_lock_irqsave(lock);
+    if (busy) { other_call(); _raw_spin_unlock_irqrestore(lock, 1); return 1; }
+    other_call();
+    _raw_spin_unlock_irqrestore(lock, 0);
+    return 0;
+}
+int blkif_interrupt(void *lock) { other_call(); return 2; }
+""")
+    obj = tmp_path / "unlock.o"
+    subprocess.run(["gcc", "-O2", "-fno-optimize-sibling-calls", "-c", "-o", obj, src], check=True)
+    dis = subprocess.run(["objdump", "-dr", "--no-show-raw-insn", obj], capture_output=True, text=True).stdout
+    lines = dis.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.endswith("<blkif_queue_rq>:"))
+    start = int(lines[head].split()[0], 16)
+    want = [int(lines[i - 1].split(":")[0], 16) - start for i in range(head, len(lines))
+            if lines[i].strip().endswith("_raw_spin_unlock_irqrestore-0x4") and "<blkif_interrupt>:" not in lines[i]]
+    assert len(want) == 2
+    assert layout.unlock_sites(obj, "blkif_queue_rq") == want
+    with pytest.raises(layout.LayoutError, match="at 0 sites"):
+        layout.unlock_sites(obj, "blkif_interrupt")
