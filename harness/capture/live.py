@@ -20,6 +20,7 @@ from harness.errors import InfraError, XenrigError
 from harness.guest import HvmGuest
 from harness.guest import modules as guest_modules
 from harness.host import XenHost
+from harness.model.ring import blkif_ring_entries
 
 TRACE_DIR = "/sys/kernel/debug/xenrig_trace"
 EXERCISER_DIR = "/sys/kernel/debug/xenrig_gnttab"
@@ -46,6 +47,15 @@ BACK_NODES = ("feature-persistent", "feature-max-indirect-segments", "multi-queu
               "physical-sector-size", "sectors", "info")
 NEGOTIATION_PARAMS = ("feature_persistent", "max_indirect_segments", "max_queues", "max_ring_page_order",
                       "trusted")
+
+
+MAX_QUEUES = 64       # more than any blkfront negotiates; the guest writes the count
+MAX_RING_ORDER = 4    # XENBUS_MAX_RING_GRANT_ORDER: 16 pages
+
+
+def _bounded(text: str, lo: int, hi: int) -> int | None:
+    """A decimal the guest wrote, if it is one within lo..hi."""
+    return int(text) if text.isdigit() and len(text) <= 10 and lo <= int(text) <= hi else None
 
 
 def _node_values(out: str, count: int) -> list[str | None]:
@@ -112,7 +122,7 @@ class CaptureSession:
         self.blkfront: BuiltModule | None = None              # the build loaded (for a reload)
         self.rings_stale = True                               # a ring may have been set up since
         self.ring_names: dict[int, str] = {}                  # ring-ref -> "xvda/0"
-        self._ring_paths: dict[str, tuple[str, str, int]] = {}   # ring -> (frontend, backend, ring-ref)
+        self._ring_paths: dict[str, tuple[str, str, list[int]]] = {}   # ring -> (frontend, backend, ring-refs)
         self.rings_announced: set[str] = set()
         self._fresh_rings: set[str] = set()                   # learned since the last drain's announcements
         self.stats: dict = {}
@@ -135,7 +145,7 @@ class CaptureSession:
                 raise InfraError(f"cannot trace this blkfront build: {exc}",
                                  hint="The tracer needs the ring layout and the push site of the exact build") from None
             for key, value in offsets.items():
-                params[layout.MODULE_PARAMS[key]] = str(value)
+                params[layout.MODULE_PARAMS[key]] = layout.param_value(value)
         res = self.guest.run("grep -E ' gnttab_free_callback_list$' /proc/kallsyms", timeout_s=30)
         m = re.match(r"([0-9a-f]{16}) ", res.stdout)
         if m and int(m.group(1), 16):
@@ -159,38 +169,59 @@ class CaptureSession:
 
     # -- guest ---------------------------------------------------------------
     def _learn_rings(self) -> None:
-        """ring-ref -> 'xvdX/0' from the guest's xenstore (read in dom0), for
-        the vbds connected now.  A ring-ref that named another ring before
-        keeps its old name until this call: by then that ring's events have
-        all been drained (it was torn down before its page was granted
-        again, and a lifecycle step drains before it learns)."""
+        """ring-ref -> 'xvdX/Q' from the guest's xenstore (read in dom0), for
+        the vbds connected now: one ring per queue (`queue-Q/` when blkfront
+        negotiated several), each on one page (`ring-ref`) or several
+        (`ring-ref0`..).  A ring-ref that named another ring before keeps
+        its old name until this call: by then that ring's events have all
+        been drained (it was torn down before its page was granted again,
+        and a lifecycle step drains before it learns)."""
         self.rings_stale = False
         for vdev in self.vdevs + self.stalled:
             devid = parsers.vdev_number(vdev)
             base = f"/local/domain/{self.guest.domid}/device/vbd/{devid}"
-            res = self.xen.run(f"xenstore-read {base}/ring-ref {base}/backend", timeout_s=30)
-            lines = res.stdout.split()
-            # Both values come from the guest's own xenstore directory: the
-            # backend path is used in dom0 commands, so it must look like one,
-            # and name this guest's device (not another domain's backend).
-            if res.ok and len(lines) == 2 and lines[0].isdigit() and parsers.backend_path(lines[1]) \
-                    and lines[1].endswith(f"/{self.guest.domid}/{devid}"):
-                gref, backend = int(lines[0]), lines[1]
-                self.ring_names[gref] = f"{vdev}/0"
-                self._ring_paths[f"{vdev}/0"] = (base, backend, gref)
-                self._fresh_rings.add(f"{vdev}/0")
+            backend, queues, order = self._read_nodes(
+                [f"{base}/backend", f"{base}/multi-queue-num-queues", f"{base}/ring-page-order"])
+            # All of it comes from the guest's own xenstore directory: the
+            # backend path is used in dom0 commands, so it must look like one
+            # and name this guest's device (not another domain's backend);
+            # counts are bounded decimals, or the device is not learned.
+            if not (backend and parsers.backend_path(backend) and backend.endswith(f"/{self.guest.domid}/{devid}")):
+                continue
+            nq = _bounded(queues, 1, MAX_QUEUES) if queues is not None else 1
+            order_n = _bounded(order, 0, MAX_RING_ORDER) if order is not None else 0
+            if nq is None or order_n is None:
+                continue
+            pages = 1 << order_n
+            dirs = [f"{base}/queue-{q}" for q in range(nq)] if queues is not None else [base]
+            names = [[f"{d}/ring-ref"] if pages == 1 else [f"{d}/ring-ref{i}" for i in range(pages)] for d in dirs]
+            values = self._read_nodes([n for group in names for n in group])
+            at = 0
+            for q, group in enumerate(names):
+                refs = [_bounded(v, 0, 0xFFFFFFFF) if v is not None else None for v in values[at:at + len(group)]]
+                at += len(group)
+                if any(r is None for r in refs):
+                    continue
+                ring = f"{vdev}/{q}"
+                self.ring_names[refs[0]] = ring
+                self._ring_paths[ring] = (base, backend, refs)
+                self._fresh_rings.add(ring)
+
+    def _read_nodes(self, nodes: list[str]) -> list[str | None]:
+        """Values of xenstore nodes, in one exchange with dom0; None where
+        absent.  The guest writes most of them: each value is cut to 64
+        bytes and to printable characters in dom0, so every node is exactly
+        two lines: "@", then "=value" or nothing if absent."""
+        script = "; ".join(f"echo @; if v=$(xenstore-read {shlex.quote(node)} 2>/dev/null); then "
+                           "printf '=%s' \"$v\" | head -c 65 | tr -c '[:print:]' '?'; fi; echo" for node in nodes)
+        return _node_values(self.xen.run(script, timeout_s=30).stdout, len(nodes))
 
     def _ring_nodes(self, ring: str) -> tuple[dict[str, str], dict[str, str]]:
         """Both ends' negotiation nodes of `ring`'s device (name -> value;
         absent nodes left out), in one exchange with dom0."""
-        base, backend, _gref = self._ring_paths[ring]
-        # The frontend's directory is the guest's to write: in dom0 each value
-        # is cut to 64 bytes and to printable characters, so every node is
-        # exactly two lines: "@", then "=value" or nothing if absent.
+        base, backend, _refs = self._ring_paths[ring]
         nodes = [d + "/" + name for d, names in ((base, FRONT_NODES), (backend, BACK_NODES)) for name in names]
-        script = "; ".join(f"echo @; if v=$(xenstore-read {shlex.quote(node)} 2>/dev/null); then "
-                           "printf '=%s' \"$v\" | head -c 65 | tr -c '[:print:]' '?'; fi; echo" for node in nodes)
-        values = _node_values(self.xen.run(script, timeout_s=30).stdout, len(nodes))
+        values = self._read_nodes(nodes)
         front = {n: v for n, v in zip(FRONT_NODES, values) if v is not None}
         back = {n: v for n, v in zip(BACK_NODES, values[len(FRONT_NODES):]) if v is not None}
         return front, back
@@ -255,10 +286,10 @@ class CaptureSession:
     def _announce(self, ring: str, t_ns: int, nodes: tuple[dict, dict] | None = None) -> list[dict]:
         """ring.setup, blkif.connect and (when connected) blkif.features for
         `ring`, from its xenstore nodes (read now unless given)."""
-        _, _, gref = self._ring_paths[ring]
+        _, _, refs = self._ring_paths[ring]
         dom = self.guest.domid
         out = [{"t_ns": t_ns, "dom": dom, "src": "guest", "kind": "ring.setup", "ring": ring,
-                "grefs": [gref], "backend": 0, "nr_ents": 32, "start": 0}]
+                "grefs": list(refs), "backend": 0, "nr_ents": blkif_ring_entries(len(refs)), "start": 0}]
         front, back = nodes or self._ring_nodes(ring)
         out.append({"t_ns": t_ns, "dom": dom, "src": "guest", "kind": "blkif.connect", "ring": ring,
                     **_connect_facts(front, back)})

@@ -11,7 +11,7 @@ def _session():
     cap = CaptureSession.__new__(CaptureSession)
     cap.rings_announced = set()
     cap._fresh_rings = set()
-    cap._ring_paths = {"xvdb/0": ("/local/domain/1/device/vbd/51728", "/local/domain/0/backend/vbd/1/51728", 11)}
+    cap._ring_paths = {"xvdb/0": ("/local/domain/1/device/vbd/51728", "/local/domain/0/backend/vbd/1/51728", [11])}
     # blkif.features only while the device is Connected (here: not for a ring seen first at its teardown)
     cap._ring_nodes = lambda ring: ({"state": "6" if cap.gone else "4", "feature-persistent": "1"},
                                     {"feature-persistent": "1", "feature-max-indirect-segments": "32"})
@@ -40,7 +40,7 @@ def test_after_a_teardown_the_next_request_announces_a_new_ring():
                                  _ev("ring.free", 3)])
     assert [e["kind"] for e in out] == ["ring.setup", "blkif.connect", "blkif.features", "blkif.req", "blkif.req",
                                         "ring.free"]
-    cap._ring_paths["xvdb/0"] = (*cap._ring_paths["xvdb/0"][:2], 40)
+    cap._ring_paths["xvdb/0"] = (*cap._ring_paths["xvdb/0"][:2], [40])
     out = cap._synthesize_rings([_ev("blkif.req", 4, idx=0, id=0)])
     assert [e["kind"] for e in out] == ["ring.setup", "blkif.connect", "blkif.features", "blkif.req"]
     assert out[0]["grefs"] == [40]
@@ -75,3 +75,62 @@ def test_a_closed_frontend_still_showing_a_ring_ref_is_not_announced():
     cap._fresh_rings = {"xvdb/0"}
     cap._ring_nodes = lambda ring: ({"state": "6"}, {})     # unbound: the ring was freed long ago
     assert cap._synthesize_rings([]) == [] and "xvdb/0" not in cap.rings_announced
+
+
+class _Xen:
+    """dom0's xenstore-read over a dict (what the guest's frontend wrote)."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    def run(self, script, timeout_s=None):
+        import re
+        import shlex
+
+        from harness.host.ssh import Result
+        out = ""
+        for quoted in re.findall(r"xenstore-read (\S+) 2>", script):
+            value = self.nodes.get(shlex.split(quoted)[0])
+            out += "@\n" + (f"={value}" if value is not None else "") + "\n"
+        return Result(script, 0, out, "", 0.0, out.encode())
+
+
+def _learner(nodes):
+    cap = CaptureSession.__new__(CaptureSession)
+    cap.xen = _Xen(nodes)
+    cap.guest = type("G", (), {"domid": 1})()
+    cap.vdevs, cap.stalled = ["xvda"], []
+    cap.ring_names, cap._ring_paths, cap._fresh_rings = {}, {}, set()
+    return cap
+
+
+FE = "/local/domain/1/device/vbd/51712"
+BE = "/local/domain/0/backend/vbd/1/51712"
+
+
+def test_rings_are_learned_per_queue_with_all_their_pages():
+    cap = _learner({f"{FE}/backend": BE, f"{FE}/multi-queue-num-queues": "2", f"{FE}/ring-page-order": "1",
+                    f"{FE}/queue-0/ring-ref0": "8", f"{FE}/queue-0/ring-ref1": "9",
+                    f"{FE}/queue-1/ring-ref0": "300", f"{FE}/queue-1/ring-ref1": "301"})
+    cap._learn_rings()
+    assert cap.ring_names == {8: "xvda/0", 300: "xvda/1"}
+    assert cap._ring_paths["xvda/1"] == (FE, BE, [300, 301])
+    ann = CaptureSession._announce.__get__(cap)
+    cap.rings_announced = set()
+    cap._ring_nodes = lambda ring: ({"state": "3"}, {})
+    setup = ann("xvda/1", 5)[0]
+    assert setup["grefs"] == [300, 301] and setup["nr_ents"] == 64   # two pages: __RING_SIZE gives 64
+
+
+def test_one_ring_on_one_page_as_before():
+    cap = _learner({f"{FE}/backend": BE, f"{FE}/ring-ref": "8"})
+    cap._learn_rings()
+    assert cap.ring_names == {8: "xvda/0"} and cap._ring_paths["xvda/0"][2] == [8]
+
+
+def test_what_the_guest_wrote_out_of_bounds_learns_nothing():
+    for bad in ({f"{FE}/multi-queue-num-queues": "100000"}, {f"{FE}/ring-page-order": "9"},
+                {f"{FE}/ring-ref": "8;reboot"}, {f"{FE}/backend": "/local/domain/0/backend/vbd/2/51712"}):
+        cap = _learner({f"{FE}/backend": BE, f"{FE}/ring-ref": "8", **bad})
+        cap._learn_rings()
+        assert cap.ring_names == {}, bad
