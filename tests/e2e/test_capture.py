@@ -137,3 +137,39 @@ def test_blkfront_getting_a_negotiation_wrong_fails_naming_the_ring(scenario, ru
         assert div["event"]["kind"] == "blkif.req" and div["event"]["op"] == 6, div
         assert div["expected"] == 16 and div["actual"] > 16, div
         assert f"indirect request {div['event']['id']} carries {div['actual']} segments" in div["message"], div
+
+
+@pytest.mark.timeout(1800)
+def test_blkfront_smp_passes_with_a_ring_per_queue_on_both_backends(tmp_path, no_stack_left):
+    rc, out, report = run(REPO / "configs" / "scenarios" / "blkfront-smp.yaml", tmp_path)
+    assert rc == 0, out
+    events = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()[1:]]
+    requests = {}
+    for ev in events:
+        if ev["kind"] == "blkif.req":
+            requests[ev["ring"]] = requests.get(ev["ring"], 0) + 1
+    setups = {ev["ring"]: ev for ev in events if ev["kind"] == "ring.setup"}
+    features = {ev["ring"]: ev for ev in events if ev["kind"] == "blkif.features"}
+    # blkback: one ring per vCPU, each on two pages (64 requests), each carrying traffic
+    for ring in ("xvda/0", "xvda/1"):
+        assert features[ring]["front"]["multi-queue-num-queues"] == "2", features[ring]
+        assert features[ring]["front"]["ring-page-order"] == "1"
+        assert len(setups[ring]["grefs"]) == 2 and setups[ring]["nr_ents"] == 64
+        assert requests.get(ring, 0) > 50, requests
+    # qdisk offers no multi-queue: one ring, two pages, held to that by the model
+    assert "multi-queue-max-queues" not in features["xvdb/0"]["back"] and "xvdb/1" not in requests
+    assert len(setups["xvdb/0"]["grefs"]) == 2 and requests["xvdb/0"] > 50
+    model = next(c for c in report["checks"] if c["id"] == "trace.model")
+    assert model["outcome"] == "PASS"
+    dom, console = render(tmp_path / "report.html")
+    assert console == [] and "Negotiation per ring" in dom
+
+
+@pytest.mark.timeout(1800)
+def test_a_second_queue_reusing_ids_fails_naming_the_ring_and_the_request(tmp_path, no_stack_left):
+    rc, out, report = run(REPO / "tests" / "e2e" / "scenarios" / "queue1-id-pairs.yaml", tmp_path)
+    assert rc == 1, out
+    div = report["info"]["verdict"]["divergence"]
+    assert div["rule"] == "ring.id-reuse", div
+    assert div["event"]["kind"] == "blkif.req" and div["event"]["ring"] == "xvda/1", div
+    assert f"request id {div['event']['id']} on ring xvda/1 reused" in div["message"], div
