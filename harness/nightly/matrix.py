@@ -26,6 +26,7 @@ from harness.config.loader import load, read_yaml_node
 from harness.errors import ConfigError
 
 BACKENDS = ("phy", "qdisk")
+GUEST_VCPUS = "vcpus"   # the one key of a parameter set that is the guest's, not blkfront's
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -55,7 +56,8 @@ class NightlyMatrix:
     scenarios: list[Path]
     backends: list[Literal["phy", "qdisk"]] = field(default_factory=lambda: list(BACKENDS))
     # name -> blkfront module parameters put over the scenario's own; {} runs
-    # the scenario as written
+    # the scenario as written.  One more key, `vcpus`, sets the guest's
+    # vCPUs (blkfront's queues follow the CPUs, so they belong together).
     param_sets: dict[str, dict[str, str]] = field(default_factory=lambda: {"default": {}})
     exclude: list[Exclude] = field(default_factory=list)
     host: Path | None = None          # host config for every cell (default: each scenario's own)
@@ -74,8 +76,11 @@ class NightlyMatrix:
         for name, params in self.param_sets.items():
             if not _NAME.match(name):
                 return "param_sets", f"'{name}' is not a usable name (letters, digits, '.', '_', '-'; it is a folder name)"
-            for key in params:
-                if not key.replace("_", "").isalnum():
+            for key, value in params.items():
+                if key == GUEST_VCPUS:
+                    if not (str(value).isdigit() and 1 <= int(value) <= 64):
+                        return "param_sets", f"set '{name}': vcpus must be a number from 1 to 64, got {value!r}"
+                elif not key.replace("_", "").isalnum():
                     return "param_sets", f"set '{name}': '{key}' is not a module parameter name"
         for path in self.scenarios:
             if not path.is_file():
@@ -148,7 +153,8 @@ def _where(path: Path, *keys: str | int) -> str:
 
 def cell_sets(scenario: Scenario, backend: str, params: dict[str, str]) -> tuple[str, ...]:
     sets = [f"guest.disks[*].backend={backend}"] if scenario.guest.disks else []
-    sets += [f"modules.blkfront.params.{k}={v}" for k, v in params.items()]
+    sets += [f"guest.vcpus={v}" if k == GUEST_VCPUS else f"modules.blkfront.params.{k}={v}"
+             for k, v in params.items()]
     return tuple(sets)
 
 

@@ -13,16 +13,26 @@ def test_shipped_matrix_expands_to_stable_cells(matrix):
     assert ids == sorted(ids)
     assert ids == [
         "blkfront-io/phy/default", "blkfront-io/phy/no-indirect", "blkfront-io/phy/no-persistent",
-        "blkfront-io/qdisk/default",
+        "blkfront-io/phy/ring-order-4", "blkfront-io/qdisk/default", "blkfront-io/qdisk/ring-order-4",
         "blkfront-lifecycle/phy/default", "blkfront-lifecycle/phy/no-indirect",
         "blkfront-lifecycle/phy/no-persistent", "blkfront-lifecycle/qdisk/default",
+        "blkfront-smp/phy/default", "blkfront-smp/phy/no-indirect", "blkfront-smp/phy/no-persistent",
+        "blkfront-smp/phy/ring-order-0", "blkfront-smp/phy/ring-order-4", "blkfront-smp/phy/smp4",
+        "blkfront-smp/qdisk/default", "blkfront-smp/qdisk/ring-order-0", "blkfront-smp/qdisk/ring-order-4",
+        "blkfront-smp/qdisk/smp4",
         "gnttab-conformance/phy/default", "gnttab-conformance/qdisk/default",
         "smoke/phy/default", "smoke/phy/no-indirect", "smoke/phy/no-persistent", "smoke/qdisk/default",
     ]
-    assert len(matrix.excluded) == 10 and all(e["reason"] for e in matrix.excluded)
-    assert matrix.scenarios == ["smoke", "gnttab-conformance", "blkfront-io", "blkfront-lifecycle"]
+    assert len(matrix.excluded) == 34 and all(e["reason"] for e in matrix.excluded)
+    assert matrix.scenarios == ["smoke", "gnttab-conformance", "blkfront-io", "blkfront-lifecycle", "blkfront-smp"]
     # Columns every cell of which is excluded are not in the grid.
-    assert matrix.columns == ["phy/default", "phy/no-persistent", "phy/no-indirect", "qdisk/default"]
+    assert matrix.columns == ["phy/default", "phy/no-persistent", "phy/no-indirect", "phy/smp4", "phy/ring-order-0",
+                              "phy/ring-order-4", "qdisk/default", "qdisk/smp4", "qdisk/ring-order-0",
+                              "qdisk/ring-order-4"]
+    # The vCPU axis sets the guest's vCPUs and blkfront's queues together.
+    smp4 = next(c for c in matrix.cells if c.id == "blkfront-smp/phy/smp4")
+    assert smp4.sets == ("guest.disks[*].backend=phy", "guest.vcpus=4", "modules.blkfront.params.max_queues=4")
+    assert smp4.variant(config.load_scenario(smp4.scenario_path)).guest.vcpus == 4
     assert load_matrix(REPO / "configs" / "nightly.yaml").digest == matrix.digest
 
 
@@ -71,6 +81,8 @@ def test_a_changed_variant_changes_the_digest(matrix_file):
     ("scenarios: [scenarios/smoke.yaml]\nparam_sets: {a/b: {}}\n", ":2: key 'param_sets'", "not a usable name"),
     ("scenarios: [scenarios/smoke.yaml]\nparam_sets: {x: {feature-persistent: 0}}\n", ":2: key 'param_sets'",
      "not a module parameter name"),
+    ("scenarios: [scenarios/smoke.yaml]\nparam_sets: {x: {vcpus: 0}}\n", ":2: key 'param_sets'",
+     "vcpus must be a number from 1 to 64"),
     ("scenarios: [scenarios/smoke.yaml]\nretries: 9\n", ":2: key 'retries'", "between 0 and 3"),
     ("scenarios: [scenarios/smoke.yaml]\nexclude:\n  - {reason: nothing named}\n", ":3: key 'exclude[0].scenario'",
      "at least one of"),
