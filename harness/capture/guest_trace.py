@@ -178,25 +178,28 @@ def _settle_allocations(events: list[_Line]) -> None:
         ref = _freed_ref(line.ev) if _puts_back(line.ev) else None
         if ref is not None:
             last_free.setdefault(ref, []).append(pos)
+    previous = -1   # position of the allocation before this one: nothing moves past it
     for pos, line in enumerate(lines):
         ev = line.ev
         end = ev.get("_c_end")
-        if not _is_alloc(ev) or not isinstance(end, int):
+        if not _is_alloc(ev):
+            continue
+        before, previous = previous, pos
+        if not isinstance(end, int):
             continue
         first = ev.get("head") if ev["kind"] == "gnt.alloc" else ev.get("ref")
         cpu = ev.get("_cpu")
         limit = bisect.bisect_left(starts, end)
-        frees = [p for p in last_free.get(first, ()) if p < limit]
+        positions = last_free.get(first, [])
+        frees = positions[:bisect.bisect_left(positions, limit)]
         anchor = None
         if frees and lines[frees[-1]].ev.get("_cpu") != cpu:
             f = frees[-1]
             if f > pos:
                 anchor = lines[f]
-            else:
-                between = lines[f + 1:pos]
-                if not any(_is_alloc(b.ev) for b in between):
-                    own = [b for b in between if b.ev.get("_cpu") == cpu]
-                    anchor = own[-1] if own else lines[f]
+            elif f > before:   # no allocation in between (the slice stays short)
+                own = [b for b in lines[f + 1:pos] if b.ev.get("_cpu") == cpu]
+                anchor = own[-1] if own else lines[f]
         elif not frees:
             chains = [b for b in lines[pos + 1:limit]
                       if b.ev["kind"] == "gnt.free_chain" and b.ev.get("_cpu") != cpu]
