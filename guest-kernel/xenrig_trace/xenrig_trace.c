@@ -860,8 +860,8 @@ struct ring_state {
 	struct blkif_sring *sring;
 	u32 ref0, irq;
 	atomic_t notifies;	/* notify_remote_via_irq(irq) calls */
-	int notify_snap;	/* notifies when the current queue_rq began */
-	RING_IDX req_event_snap;	/* sring->req_event when it began */
+	int notify_snap;	/* notifies at the pending push */
+	RING_IDX req_event_snap;	/* sring->req_event at the pending push */
 	/* A push read at the push site, its ring.push line not written yet: the
 	 * notify decision comes after the push, so the line is written where
 	 * blkif_queue_rq releases the ring lock (its `_c` is taken at the push). */
@@ -1110,7 +1110,7 @@ static void flush_push(struct ring_state *rs, const struct rinfo_view *v)
 	/*
 	 * The frontend decided to notify with the req_event it read right after
 	 * the push, which we cannot see (the push is inlined).  The backend only
-	 * moves req_event forward; if it did not move since blkif_queue_rq began,
+	 * moves req_event forward; if it did not move since the push site,
 	 * the frontend used this value.  Otherwise the value it used is unknown
 	 * and the field is left out (the model then does not judge this notify).
 	 */
