@@ -67,9 +67,6 @@ def _state(xen: XenHost, path: str) -> str:
     return XENBUS_STATES.get(int(value), value) if value.isdigit() else "absent"
 
 
-MAX_QUEUES = 64   # more than any blkfront writes; a bigger count is the guest's noise
-
-
 def _rings(xen: XenHost, fe: str) -> list[tuple[str, int | None]]:
     """(name suffix, first ring-ref) of each of the vbd's rings.
 
@@ -78,15 +75,16 @@ def _rings(xen: XenHost, fe: str) -> list[tuple[str, int | None]]:
     of it is written by the guest: counts and refs are taken only as
     bounded decimal numbers."""
     nq = xen.run(f"xenstore-read {shlex.quote(fe + '/multi-queue-num-queues')}", timeout_s=20).stdout.strip()
-    if nq.isdigit() and 1 <= int(nq) <= MAX_QUEUES:
-        dirs = [(f"/{q}", f"{fe}/queue-{q}") for q in range(int(nq))]
+    count = parsers.bounded_decimal(nq, 1, parsers.MAX_QUEUES)
+    if count is not None:
+        dirs = [(f"/{q}", f"{fe}/queue-{q}") for q in range(count)]
     else:
         dirs = [("", fe)]
     rings = []
     for suffix, path in dirs:
         ref = xen.run(f"xenstore-read {shlex.quote(path + '/ring-ref')} 2>/dev/null || "
                       f"xenstore-read {shlex.quote(path + '/ring-ref0')}", timeout_s=20).stdout.strip()
-        rings.append((suffix, int(ref) if ref.isdigit() and len(ref) <= 10 else None))
+        rings.append((suffix, parsers.bounded_decimal(ref, 0, 0xFFFFFFFF)))
     return rings
 
 

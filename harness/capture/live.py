@@ -49,13 +49,7 @@ NEGOTIATION_PARAMS = ("feature_persistent", "max_indirect_segments", "max_queues
                       "trusted")
 
 
-MAX_QUEUES = 64       # more than any blkfront negotiates; the guest writes the count
 MAX_RING_ORDER = 4    # XENBUS_MAX_RING_GRANT_ORDER: 16 pages
-
-
-def _bounded(text: str, lo: int, hi: int) -> int | None:
-    """A decimal the guest wrote, if it is one within lo..hi."""
-    return int(text) if text.isdigit() and len(text) <= 10 and lo <= int(text) <= hi else None
 
 
 def _node_values(out: str, count: int) -> list[str | None]:
@@ -188,8 +182,8 @@ class CaptureSession:
             # counts are bounded decimals, or the device is not learned.
             if not (backend and parsers.backend_path(backend) and backend.endswith(f"/{self.guest.domid}/{devid}")):
                 continue
-            nq = _bounded(queues, 1, MAX_QUEUES) if queues is not None else 1
-            order_n = _bounded(order, 0, MAX_RING_ORDER) if order is not None else 0
+            nq = parsers.bounded_decimal(queues, 1, parsers.MAX_QUEUES) if queues is not None else 1
+            order_n = parsers.bounded_decimal(order, 0, MAX_RING_ORDER) if order is not None else 0
             if nq is None or order_n is None:
                 continue
             pages = 1 << order_n
@@ -198,7 +192,7 @@ class CaptureSession:
             values = self._read_nodes([n for group in names for n in group])
             at = 0
             for q, group in enumerate(names):
-                refs = [_bounded(v, 0, 0xFFFFFFFF) if v is not None else None for v in values[at:at + len(group)]]
+                refs = [parsers.bounded_decimal(v, 0, 0xFFFFFFFF) for v in values[at:at + len(group)]]
                 at += len(group)
                 if any(r is None for r in refs):
                     continue

@@ -76,3 +76,14 @@ def backend_path(value: str) -> str | None:
     """`value` if it is a well-formed vbd backend path, else None."""
     value = value.strip()
     return value if BACKEND_PATH.fullmatch(value) else None
+
+
+# A vbd's queue count as blkfront writes it in xenstore: more than any
+# frontend negotiates is the guest's noise.
+MAX_QUEUES = 64
+
+
+def bounded_decimal(text: str | None, lo: int, hi: int) -> int | None:
+    """A decimal a guest wrote (xenstore), if it is one within lo..hi."""
+    text = (text or "").strip()
+    return int(text) if text.isdigit() and len(text) <= 10 and lo <= int(text) <= hi else None
