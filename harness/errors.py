@@ -96,6 +96,7 @@ class HangDetected(XenrigError):
     exit_code = 1
     kind = "hang"
 
-    def __init__(self, message: str, evidence: str = ""):
+    def __init__(self, message: str, evidence: str = "", rule: str = "blkif.hang"):
         super().__init__(message)
         self.evidence = evidence
+        self.rule = rule    # hang.HangReport.rule: which promise the stuck device broke

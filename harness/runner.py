@@ -193,7 +193,8 @@ def hang_watch(xen: XenHost, g: guest.HvmGuest, vdevs: list[str], doing: str) ->
             died = _guest_died(xen, g)
             if died:
                 raise InfraError(f"guest {g.name} died while {doing}: {died}") from exc
-            raise HangDetected(f"block I/O stopped while {doing}: {report.summary}", report.evidence()) from None
+            raise HangDetected(f"block I/O stopped while {doing}: {report.summary}", report.evidence(),
+                               rule=report.rule) from None
         raise exc
 
 
@@ -417,7 +418,8 @@ def _attempt(scenario: Scenario, host_cfg: HostConfig, run_dir: Path, timeline: 
                             results.append(r)
                         live["judge_done"] = True
                         if steps is not None and steps.hang is not None:
-                            results.append(CheckResult("hang", FAIL, steps.hang.message, steps.hang.evidence))
+                            results.append(CheckResult("hang", FAIL, steps.hang.message, steps.hang.evidence,
+                                                       extra={"rule": steps.hang.rule}))
                             note(results[-1])
                     r = canary.check_guest(g, guest_canary)
                     note(r)
@@ -437,7 +439,7 @@ def _attempt(scenario: Scenario, host_cfg: HostConfig, run_dir: Path, timeline: 
                 # Before anything tears it down: is the L0 VM itself still there?
                 live["l0_alive"] = _l0_alive(live)
     except HangDetected as exc:
-        results.append(CheckResult("hang", FAIL, exc.message, exc.evidence))
+        results.append(CheckResult("hang", FAIL, exc.message, exc.evidence, extra={"rule": exc.rule}))
         results += _judge_broken(live, info, "a hang was proven")
     except XenrigError as exc:
         error = exc

@@ -47,8 +47,29 @@ class _Guest:
     domid = 3
     name = "xenrig-guest"
 
+    def __init__(self, debugfs=""):
+        self.debugfs = debugfs            # what the blk-mq sampling prints, or an exception
+        self.commands = []
+
     def console(self):
         return "task:xr-io state:D\n"
+
+    def run(self, command, timeout_s=None, **k):
+        self.commands.append(command)
+        if isinstance(self.debugfs, Exception):
+            raise self.debugfs
+        return Result(command, 0, self.debugfs, "", 0.0, self.debugfs.encode())
+
+
+# blk-mq's debugfs as the sampling command prints it: queue 1 stopped with
+# two requests in its dispatch list (__blk_mq_debugfs_rq_show's format).
+STOPPED_QUEUE_1 = """== xvda/hctx0
+state TAG_ACTIVE
+== xvda/hctx1
+state STOPPED|TAG_ACTIVE
+rq 00000000a1b2c3d4 {.op=WRITE, .cmd_flags=SYNC|IDLE, .rq_flags=IO_STAT, .state=idle, .tag=37, .internal_tag=-1}
+rq 00000000a1b2c3e8 {.op=WRITE, .cmd_flags=SYNC|IDLE, .rq_flags=IO_STAT, .state=idle, .tag=38, .internal_tag=-1}
+"""
 
 
 @pytest.fixture
@@ -133,3 +154,37 @@ def test_repro_not_reproduced_says_what_did_happen(tmp_path):
     v = repro.judge(_outcome(tmp_path, "PASS", [CheckResult("trace.model", "PASS", "all fine")]),
                     ReproSignature(hang=True))
     assert v.verdict == repro.NOT_REPRODUCED and "signature did not appear" in v.evidence[0]
+
+
+def test_a_queue_left_stopped_with_requests_waiting_and_its_ring_empty_is_a_lost_restart(ring):
+    ring["value"] = (96, 97, 96, 97)      # every pushed request answered
+    guest = _Guest(STOPPED_QUEUE_1)
+    report = hang.examine(_Host([5, 5], queues=2), guest, ["xvda"], interval_s=0)
+    assert report.stuck and report.rule == "blkif.queue-not-restarted"
+    assert "xvda/1: blk-mq hardware queue 1 stayed stopped with 2 request(s) waiting (WRITE tag 37 first)" \
+        in report.summary
+    assert "req_prod = rsp_prod = 96" in report.summary and "xvda/0" not in report.summary
+    assert "xvda/1: blk-mq hardware queue 1 STOPPED" in report.evidence()
+    assert all("for d in xvda/hctx*;" in c for c in guest.commands)
+
+
+def test_a_stopped_queue_whose_ring_still_moves_is_no_lost_restart(ring):
+    ring["value"] = (96, 97, 96, 97)
+    report = hang.examine(_Host([5, 9], queues=2), _Guest(STOPPED_QUEUE_1), ["xvda"], interval_s=0)
+    assert not report.stuck and report.rule == "blkif.hang"
+
+
+def test_a_stopped_queue_with_requests_still_on_its_ring_is_the_ring_hang(ring):
+    report = hang.examine(_Host([5, 5], queues=2), _Guest(STOPPED_QUEUE_1), ["xvda"], interval_s=0)
+    assert report.stuck and report.rule == "blkif.hang" and "pushed and not answered" in report.summary
+
+
+@pytest.mark.parametrize("debugfs", [
+    InfraError("the guest agent did not answer"),
+    "== xvda/hctx1; reboot\nstate STOPPED\nrq 1 {.op=WRITE, .tag=3,\n",     # not the shape of a queue name
+    "== xvda/hctx1\nstate STOPPED\nrq garbage\n",                          # no request in a shape we know
+], ids=["no-answer", "hostile-name", "hostile-request"])
+def test_the_guests_queue_view_is_taken_only_in_its_known_shape(ring, debugfs):
+    ring["value"] = (96, 97, 96, 97)
+    report = hang.examine(_Host([5, 5], queues=2), _Guest(debugfs), ["xvda"], interval_s=0)
+    assert not report.stuck and "no request outstanding" in report.summary
