@@ -218,7 +218,8 @@ def examine(xen: XenHost, guest: HvmGuest, vdevs: list[str], interval_s: float =
     queues_first = queues(guest, vdevs)
     time.sleep(interval_s)
     second = sample(xen, guest, vdevs)
-    queues_second = queues(guest, vdevs)
+    # A guest whose agent did not answer once is not asked again (each ask waits out its timeout).
+    queues_second = queues(guest, vdevs) if queues_first is not None else None
     moved = [a.vdev for a, b in zip(first, second) if a.key() != b.key()]
     unrestarted = _unrestarted(second, moved, queues_first, queues_second)
     waiting = list(unrestarted)
