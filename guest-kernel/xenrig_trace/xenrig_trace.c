@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * xenrig_trace: what the guest's Xen frontends do with the grant table and
- * the blkif rings, as JSON lines in xenrig's trace schema v1
- * (docs/trace-schema.md, docs/capture.md).
+ * the blkif rings, as binary records that the harness turns into events of
+ * xenrig's trace schema v1 (docs/trace-schema.md, docs/capture.md).
  *
  * Observation only: kprobes and kretprobes on the exported grant-table API
  * (and a few statics of drivers/xen/grant-table.c for what the API does
@@ -34,9 +34,12 @@
 #include <linux/sched.h>
 #include <linux/seq_file.h>
 #include <linux/spinlock.h>
+#include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
+
+#include <asm/unaligned.h>
 
 #include <xen/features.h>
 #include <xen/grant_table.h>
@@ -45,7 +48,7 @@
 #include <xen/interface/xen.h>
 #include <xen/xen.h>
 
-#define TRACE_FORMAT_VERSION 1
+#define TRACE_FORMAT_VERSION 2	/* 1: JSON lines; 2: binary records */
 
 /* ---------------------------------------------------------------- params */
 
@@ -95,30 +98,72 @@ static unsigned long sym_free_callback_list;
 module_param(sym_free_callback_list, ulong, 0444);
 MODULE_PARM_DESC(sym_free_callback_list, "address of gnttab_free_callback_list from /proc/kallsyms (0: no gnt.cb_fire)");
 
-static unsigned int buf_mb = 16;
+static unsigned int buf_mb = 8;	/* 1 vCPU: as many events as 16 MiB of JSON lines held */
 module_param(buf_mb, uint, 0444);
-MODULE_PARM_DESC(buf_mb, "trace buffer size in MiB");
+MODULE_PARM_DESC(buf_mb, "trace buffer size per CPU in MiB");
 
 static bool autostart = true;
 module_param(autostart, bool, 0444);
 MODULE_PARM_DESC(autostart, "trace from load on (else wait for 'start' in ctl)");
 
-/* ---------------------------------------------------------------- buffer */
+/* ---------------------------------------------------------------- records */
 
 /*
- * One circular byte buffer of whole lines.  Writers format a line in their
- * CPU's scratch area (interrupts are off in every handler, so nothing else
- * on this CPU can use it meanwhile), then copy it in under tb_lock.  The
- * reader copies whole lines out and only then consumes them.
+ * The trace is binary: fixed-layout records of 64-bit words, written by the
+ * probe handlers as they are (no formatting under a probe) and turned into
+ * events by the harness (harness/capture/guest_records.py, which holds the
+ * same layout; docs/capture.md).  Little-endian, every record 8-byte
+ * aligned: a header, then the kind's words, then for a few kinds a
+ * NUL-padded name.
  */
-#define SCRATCH_BYTES (32 * 1024)
+enum xr_kind {
+	XK_GRANT = 1, XK_END, XK_DEFERRED_END, XK_ALLOC, XK_CLAIM, XK_RELEASE,
+	XK_FREE, XK_FREE_CHAIN, XK_EXPAND, XK_CB_REQUEST, XK_CB_FIRE, XK_CB_CANCEL,
+	XK_REQ, XK_PUSH, XK_RSP, XK_RING_FREE,
+	/* the capture's own: what it could not see or keep, and its settings */
+	XK_DROPPED = 64, XK_MISSED, XK_UNSUPPORTED, XK_CONFIG,
+};
+
+#define XRF_NESTED	0x01	/* gnt.grant made inside gnttab_grant_foreign_access */
+#define XRF_SEGS_UNREAD	0x02	/* blkif.req: its indirect pages could not be read */
+#define XRF_REQ_EVENT	0x04	/* ring.push: the req_event word is known */
+
+/* gnt.end modes */
+enum { END_REF, END_TRY, END_END };
+
+struct xr_head {
+	u16 len;	/* bytes, this header included: a multiple of 8 */
+	u8 kind;	/* enum xr_kind */
+	u8 flags;	/* XRF_* */
+	u32 cpu;
+	s32 task;	/* pid, 0 in interrupt context */
+	u32 sub;	/* orders the records of one call (`_s`) */
+	u64 t;		/* ktime_get_ns() when the call began */
+	u64 c;		/* the call's place in call_seq (`_c`) */
+	u64 t_end;	/* when it returned (0: not recorded) */
+	u64 c_end;	/* allocations: call_seq at their return (0: none) */
+	u64 batch;	/* the blkif_interrupt it ran inside (0: none) */
+};
+
+/*
+ * One circular buffer per CPU.  A handler builds its record in its CPU's
+ * scratch area (interrupts are off in every handler, so nothing else on
+ * this CPU can use it meanwhile) and copies it into its CPU's buffer; the
+ * lock is shared only with the reader, so CPUs never wait on each other
+ * to record.  Order across CPUs is carried by `c`, not by buffer position.
+ */
+#define SCRATCH_BYTES (48 * 1024)	/* a record's len is a u16 */
 #define BOUNCE_BYTES (256 * 1024)
 
-static char *tb_buf;
-static u64 tb_size;
-static u64 tb_head, tb_tail;		/* bytes ever written / consumed */
-static u64 tb_events, tb_dropped, tb_drop_pending;
-static DEFINE_SPINLOCK(tb_lock);
+struct cpu_buf {
+	spinlock_t lock;
+	char *buf;
+	u64 head, tail;			/* bytes ever written / consumed */
+	u64 records, dropped, drop_pending;
+};
+
+static struct cpu_buf *bufs;		/* nr_cpu_ids of them */
+static u64 tb_size;			/* bytes per CPU */
 static char *scratch;			/* nr_cpu_ids * SCRATCH_BYTES */
 static char *bounce;			/* reader's, under read_mutex */
 static DEFINE_MUTEX(read_mutex);
@@ -129,86 +174,119 @@ static atomic64_t anomalies = ATOMIC64_INIT(0);
 static atomic64_t end_calls = ATOMIC64_INIT(0);		/* gnttab_end_foreign_access entered */
 static atomic64_t end_events = ATOMIC64_INIT(0);	/* gnt.end mode "end" written */
 
-static void tb_put(const char *p, u64 n)
+static void tb_put(struct cpu_buf *b, const void *p, u64 n)
 {
-	u64 at = tb_head % tb_size;
+	u64 at = b->head % tb_size;
 	u64 first = min(n, tb_size - at);
 
-	memcpy(tb_buf + at, p, first);
+	memcpy(b->buf + at, p, first);
 	if (first < n)
-		memcpy(tb_buf, p + first, n - first);
-	tb_head += n;
+		memcpy(b->buf, p + first, n - first);
+	b->head += n;
 }
 
-/* Append one line; on a full buffer count it, and say so once space frees. */
-static void commit(const char *p, u64 n)
+/* Append one record to this CPU's buffer; on a full buffer count it, and say so once space frees. */
+static void commit(const struct xr_head *h)
 {
-	char marker[96];
+	struct {
+		struct xr_head h;
+		u64 count;
+	} marker;
 	unsigned long flags;
+	struct cpu_buf *b;
 	u64 m = 0;
 
-	spin_lock_irqsave(&tb_lock, flags);
-	if (tb_drop_pending)
-		m = scnprintf(marker, sizeof(marker),
-			      "{\"kind\":\"_dropped\",\"t_ns\":%llu,\"count\":%llu}\n",
-			      (unsigned long long)ktime_get_ns(),
-			      (unsigned long long)tb_drop_pending);
-	if (tb_size - (tb_head - tb_tail) < m + n) {
-		tb_dropped++;
-		tb_drop_pending++;
+	local_irq_save(flags);
+	b = &bufs[raw_smp_processor_id()];
+	spin_lock(&b->lock);
+	if (b->drop_pending) {
+		memset(&marker, 0, sizeof(marker));
+		marker.h.len = sizeof(marker);
+		marker.h.kind = XK_DROPPED;
+		marker.h.cpu = raw_smp_processor_id();
+		marker.h.t = ktime_get_ns();
+		marker.count = b->drop_pending;
+		m = sizeof(marker);
+	}
+	if (tb_size - (b->head - b->tail) < m + h->len) {
+		b->dropped++;
+		b->drop_pending++;
 	} else {
 		if (m) {
-			tb_put(marker, m);
-			tb_drop_pending = 0;
+			tb_put(b, &marker, m);
+			b->drop_pending = 0;
 		}
-		tb_put(p, n);
-		tb_events++;
+		tb_put(b, h, h->len);
+		b->records++;
 	}
-	spin_unlock_irqrestore(&tb_lock, flags);
+	spin_unlock(&b->lock);
+	local_irq_restore(flags);
 }
 
-/* ---------------------------------------------------------------- lines */
-
-struct line {
-	char *p;
-	size_t len, cap;
+/* A record being built: its header and its words. */
+struct rec {
+	struct xr_head *h;
+	u64 *w;
+	unsigned int n, cap;
 	bool over;
 };
 
-static __printf(2, 3) void lp(struct line *l, const char *fmt, ...)
+static void rec_init(struct rec *r, void *storage, size_t bytes, enum xr_kind kind, u64 t)
 {
-	va_list ap;
-	size_t room = l->cap - l->len;
-	int n;
+	r->h = storage;
+	memset(r->h, 0, sizeof(*r->h));
+	r->h->kind = kind;
+	r->h->t = t;
+	r->h->cpu = raw_smp_processor_id();
+	r->w = (u64 *)(r->h + 1);
+	r->n = 0;
+	r->cap = (bytes - sizeof(*r->h)) / sizeof(u64);
+	r->over = false;
+}
 
-	if (l->over)
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(l->p + l->len, room, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= room) {
-		l->over = true;
-		return;
+static inline void rw(struct rec *r, u64 v)
+{
+	if (r->n < r->cap)
+		r->w[r->n++] = v;
+	else
+		r->over = true;
+}
+
+/* A name as NUL-padded words (at most 119 characters are kept). */
+static void rec_str(struct rec *r, const char *s)
+{
+	char word[8];
+	size_t len = strnlen(s, 119), i;
+
+	for (i = 0; i <= len; i += 8) {
+		memset(word, 0, sizeof(word));
+		memcpy(word, s + i, min_t(size_t, 8, len - i));
+		rw(r, get_unaligned((u64 *)word));
 	}
-	l->len += n;
+}
+
+static void rec_seal(struct rec *r)
+{
+	r->h->len = sizeof(*r->h) + r->n * sizeof(u64);
+	commit(r->h);
 }
 
 /*
- * A marker line for something the capture could not see or keep (the
- * harness turns any of these into an ERROR).  Formatted on the stack: it
- * may be called while the CPU's scratch line is half written.
+ * A marker record for something the capture could not see or keep (the
+ * harness turns any of these into an ERROR).  Built on the stack: it may
+ * be called while the CPU's scratch record is half written.
  */
 static void lost(const char *what, u64 count)
 {
-	char buf[160];
-	int n;
+	u64 buf[sizeof(struct xr_head) / 8 + 1 + 15];
+	struct rec r;
 
 	atomic64_inc(&anomalies);
 	pr_warn_ratelimited("lost: %s\n", what);
-	n = scnprintf(buf, sizeof(buf),
-		      "{\"kind\":\"_missed\",\"t_ns\":%llu,\"probe\":\"%s\",\"count\":%llu}\n",
-		      (unsigned long long)ktime_get_ns(), what, (unsigned long long)count);
-	commit(buf, n);
+	rec_init(&r, buf, sizeof(buf), XK_MISSED, ktime_get_ns());
+	rw(&r, count);
+	rec_str(&r, what);
+	rec_seal(&r);
 }
 
 /*
@@ -254,38 +332,27 @@ static void call_begin(struct call *cl)
 	cl->batch = (b->c && b->key == ctx_key()) ? b->c : 0;
 }
 
-static void ev_open(struct line *l, const char *kind, u64 t)
+/* A record of call `cl` in this CPU's scratch area. */
+static void ev_open(struct rec *r, enum xr_kind kind, const struct call *cl)
 {
-	l->p = scratch + (size_t)raw_smp_processor_id() * SCRATCH_BYTES;
-	l->cap = SCRATCH_BYTES;
-	l->len = 0;
-	l->over = false;
-	lp(l, "{\"t_ns\":%llu,\"dom\":%u,\"src\":\"guest\",\"kind\":\"%s\"",
-	   (unsigned long long)t, DOMID_SELF, kind);
+	rec_init(r, scratch + (size_t)raw_smp_processor_id() * SCRATCH_BYTES, SCRATCH_BYTES,
+		 kind, cl->t);
+	r->h->c = cl->c;
+	r->h->task = cl->task;
+	r->h->cpu = cl->cpu;
+	r->h->batch = cl->batch;
 }
 
 /* `sub` orders events of one call that share its `c` (0: the only one). */
-static void ev_close(struct line *l, const struct call *cl, u64 sub, u64 t_end)
+static void ev_close(struct rec *r, u64 sub, u64 t_end)
 {
-	lp(l, ",\"_c\":%llu", (unsigned long long)cl->c);
-	if (sub)
-		lp(l, ",\"_s\":%llu", (unsigned long long)sub);
-	if (t_end)
-		lp(l, ",\"_t_end\":%llu", (unsigned long long)t_end);
-	lp(l, ",\"_task\":%d,\"_cpu\":%u", cl->task, cl->cpu);
-	if (cl->batch)
-		lp(l, ",\"_batch\":%llu", (unsigned long long)cl->batch);
-	lp(l, "}\n");
-	if (l->over) {
-		lost("line-too-long", 1);
+	r->h->sub = sub;
+	r->h->t_end = t_end;
+	if (r->over) {
+		lost("record-too-long", 1);
 		return;
 	}
-	commit(l->p, l->len);
-}
-
-static const char *jbool(bool v)
-{
-	return v ? "true" : "false";
+	rec_seal(r);
 }
 
 /* ---------------------------------------------------------------- probes */
@@ -396,20 +463,23 @@ static int on_grant_ref(struct kprobe *p, struct pt_regs *regs)
 	int ro = (int)ARG(regs, 3);
 	unsigned long flags;
 	struct call cl;
-	struct line l;
+	struct rec r;
 
 	local_irq_save(flags);
 	hit_kp(p);
 	note_frame(ref, frame);
 	call_begin(&cl);
 	if (cl.on) {
-		ev_open(&l, "gnt.grant", cl.t);
-		lp(&l, ",\"ref\":%u,\"to\":%u,\"frame\":%lu,\"ro\":%s,\"alloc\":false",
-		   ref, to, frame, jbool(ro));
+		ev_open(&r, XK_GRANT, &cl);
+		rw(&r, ref);
+		rw(&r, to);
+		rw(&r, frame);
+		rw(&r, !!ro);
+		rw(&r, 0);	/* alloc */
 		/* Made by gnttab_grant_foreign_access: its own event says it all. */
 		if (caller_in(regs, R_GRANT))
-			lp(&l, ",\"_nested\":1");
-		ev_close(&l, &cl, 0, 0);
+			r.h->flags |= XRF_NESTED;
+		ev_close(&r, 0, 0);
 	}
 	local_irq_restore(flags);
 	return 0;
@@ -422,9 +492,9 @@ static int on_grant_ref(struct kprobe *p, struct pt_regs *regs)
  * lock first; the harness orders the two by these bounds
  * (harness/capture/guest_trace.py, _settle_allocations).
  */
-static void alloc_end(struct line *l)
+static void alloc_end(struct rec *r)
 {
-	lp(l, ",\"_c_end\":%llu", (unsigned long long)atomic64_inc_return(&call_seq));
+	r->h->c_end = atomic64_inc_return(&call_seq);
 }
 
 struct d_grant {
@@ -453,48 +523,56 @@ static int out_grant_access(struct kretprobe_instance *ri, struct pt_regs *regs)
 	struct d_grant *d = (void *)ri->data;
 	int ref = (int)regs_return_value(regs);
 	unsigned long flags;
-	struct line l;
+	struct rec r;
 
 	local_irq_save(flags);
 	hit_ri(ri);
 	if (ref >= 0)
 		note_frame(ref, d->frame);
 	if (d->cl.on) {
-		ev_open(&l, "gnt.grant", d->cl.t);
-		lp(&l, ",\"ref\":%d,\"to\":%u,\"frame\":%lu,\"ro\":%s,\"alloc\":true",
-		   ref, d->to, d->frame, jbool(d->ro));
-		alloc_end(&l);
-		ev_close(&l, &d->cl, 0, ktime_get_ns());
+		ev_open(&r, XK_GRANT, &d->cl);
+		rw(&r, (s64)ref);	/* or -errno */
+		rw(&r, d->to);
+		rw(&r, d->frame);
+		rw(&r, !!d->ro);
+		rw(&r, 1);	/* alloc */
+		alloc_end(&r);
+		ev_close(&r, 0, ktime_get_ns());
 	}
 	local_irq_restore(flags);
 	return 0;
 }
 
+#define END_DEFERRED (-1)	/* not a gnt.end mode: the deferred-end timer's retry */
+
 struct d_end {
 	struct call cl;
 	u32 ref;
-	const char *mode;	/* "ref", "try", "end" or "deferred" */
+	int mode;		/* END_REF, END_TRY, END_END or END_DEFERRED */
 };
 
 static void emit_end(struct d_end *d, int ok)
 {
-	struct line l;
+	struct rec r;
 
 	if (!d->cl.on)
 		return;
-	if (!strcmp(d->mode, "deferred")) {
-		ev_open(&l, "gnt.deferred_end", d->cl.t);
-		lp(&l, ",\"ref\":%u,\"ok\":%s", d->ref, jbool(ok));
+	if (d->mode == END_DEFERRED) {
+		ev_open(&r, XK_DEFERRED_END, &d->cl);
+		rw(&r, d->ref);
+		rw(&r, !!ok);
 	} else {
-		ev_open(&l, "gnt.end", d->cl.t);
-		lp(&l, ",\"ref\":%u,\"ok\":%s,\"mode\":\"%s\"", d->ref, jbool(ok), d->mode);
-		if (!strcmp(d->mode, "end"))
+		ev_open(&r, XK_END, &d->cl);
+		rw(&r, d->ref);
+		rw(&r, !!ok);
+		rw(&r, d->mode);
+		if (d->mode == END_END)
 			atomic64_inc(&end_events);
 	}
-	ev_close(&l, &d->cl, 0, ktime_get_ns());
+	ev_close(&r, 0, ktime_get_ns());
 }
 
-static int in_end_common(struct kretprobe_instance *ri, struct pt_regs *regs, const char *mode)
+static int in_end_common(struct kretprobe_instance *ri, struct pt_regs *regs, int mode)
 {
 	struct d_end *d = (void *)ri->data;
 	unsigned long flags;
@@ -509,13 +587,13 @@ static int in_end_common(struct kretprobe_instance *ri, struct pt_regs *regs, co
 
 static int in_end_ref(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
-	return in_end_common(ri, regs, "ref");
+	return in_end_common(ri, regs, END_REF);
 }
 
 /* Called by gnttab_end_foreign_access (in a build that does not inline it): its `end`. */
 static int in_try_end(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
-	return in_end_common(ri, regs, caller_in(regs, R_END) ? "end" : "try");
+	return in_end_common(ri, regs, caller_in(regs, R_END) ? END_END : END_TRY);
 }
 
 /*
@@ -527,9 +605,9 @@ static int in_try_end(struct kretprobe_instance *ri, struct pt_regs *regs)
 static int in_end_low(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	if (caller_in(regs, R_END))
-		return in_end_common(ri, regs, "end");
+		return in_end_common(ri, regs, END_END);
 	if (caller_in(regs, R_DEFERRED))
-		return in_end_common(ri, regs, "deferred");
+		return in_end_common(ri, regs, END_DEFERRED);
 	return 1;	/* no return handler for this call */
 }
 
@@ -575,17 +653,17 @@ static int out_alloc(struct kretprobe_instance *ri, struct pt_regs *regs)
 	struct d_alloc *d = (void *)ri->data;
 	int rc = (int)regs_return_value(regs);
 	unsigned long flags;
-	struct line l;
+	struct rec r;
 
 	local_irq_save(flags);
 	hit_ri(ri);
 	if (d->cl.on) {
-		ev_open(&l, "gnt.alloc", d->cl.t);
+		ev_open(&r, XK_ALLOC, &d->cl);
+		rw(&r, d->count);
 		/* head: the private chain's first ref, or -errno */
-		lp(&l, ",\"count\":%u,\"head\":%lld", d->count,
-		   rc < 0 ? (long long)rc : (long long)READ_ONCE(*d->headp));
-		alloc_end(&l);
-		ev_close(&l, &d->cl, 0, ktime_get_ns());
+		rw(&r, rc < 0 ? (s64)rc : (s64)READ_ONCE(*d->headp));
+		alloc_end(&r);
+		ev_close(&r, 0, ktime_get_ns());
 	}
 	local_irq_restore(flags);
 	return 0;
@@ -612,14 +690,15 @@ static int out_claim(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct d_claim *d = (void *)ri->data;
 	unsigned long flags;
-	struct line l;
+	struct rec r;
 
 	local_irq_save(flags);
 	hit_ri(ri);
 	if (d->cl.on) {
-		ev_open(&l, "gnt.claim", d->cl.t);
-		lp(&l, ",\"head\":%u,\"ref\":%d", d->head, (int)regs_return_value(regs));
-		ev_close(&l, &d->cl, 0, ktime_get_ns());
+		ev_open(&r, XK_CLAIM, &d->cl);
+		rw(&r, d->head);
+		rw(&r, (s64)(int)regs_return_value(regs));
+		ev_close(&r, 0, ktime_get_ns());
 	}
 	local_irq_restore(flags);
 	return 0;
@@ -632,7 +711,7 @@ static int on_simple(struct kprobe *p, struct pt_regs *regs, enum simple_kind k)
 {
 	unsigned long flags;
 	struct call cl;
-	struct line l;
+	struct rec r;
 
 	local_irq_save(flags);
 	hit_kp(p);
@@ -641,33 +720,34 @@ static int on_simple(struct kprobe *p, struct pt_regs *regs, enum simple_kind k)
 		goto out;
 	switch (k) {
 	case K_RELEASE:
-		ev_open(&l, "gnt.release", cl.t);
-		lp(&l, ",\"head\":%u,\"ref\":%u", READ_ONCE(*(u32 *)ARG(regs, 0)),
-		   (u32)ARG(regs, 1));
+		ev_open(&r, XK_RELEASE, &cl);
+		rw(&r, READ_ONCE(*(u32 *)ARG(regs, 0)));
+		rw(&r, (u32)ARG(regs, 1));
 		break;
 	case K_FREE:
-		ev_open(&l, "gnt.free", cl.t);
-		lp(&l, ",\"ref\":%u", (u32)ARG(regs, 0));
+		ev_open(&r, XK_FREE, &cl);
+		rw(&r, (u32)ARG(regs, 0));
 		break;
 	case K_FREE_CHAIN:
-		ev_open(&l, "gnt.free_chain", cl.t);
-		lp(&l, ",\"head\":%u", (u32)ARG(regs, 0));
+		ev_open(&r, XK_FREE_CHAIN, &cl);
+		rw(&r, (u32)ARG(regs, 0));
 		break;
 	case K_CB_REQUEST:
-		ev_open(&l, "gnt.cb_request", cl.t);
-		lp(&l, ",\"cb\":%lu,\"count\":%u", ARG(regs, 0), (unsigned int)(u16)ARG(regs, 3));
+		ev_open(&r, XK_CB_REQUEST, &cl);
+		rw(&r, ARG(regs, 0));
+		rw(&r, (u16)ARG(regs, 3));
 		break;
 	case K_CB_CANCEL:
-		ev_open(&l, "gnt.cb_cancel", cl.t);
-		lp(&l, ",\"cb\":%lu", ARG(regs, 0));
+		ev_open(&r, XK_CB_CANCEL, &cl);
+		rw(&r, ARG(regs, 0));
 		break;
 	case K_SEQ:
 		/* Schema v1 has no kind for the *_seq calls: the trace is incomplete. */
-		ev_open(&l, "_unsupported", cl.t);
-		lp(&l, ",\"call\":\"%s\"", container_of(p, struct xprobe, kp)->sym);
+		ev_open(&r, XK_UNSUPPORTED, &cl);
+		rec_str(&r, container_of(p, struct xprobe, kp)->sym);
 		break;
 	}
-	ev_close(&l, &cl, 0, 0);
+	ev_close(&r, 0, 0);
 out:
 	local_irq_restore(flags);
 	return 0;
@@ -747,7 +827,7 @@ static int out_expand(struct kretprobe_instance *ri, struct pt_regs *regs)
 	struct call *cl = (void *)ri->data;
 	int rc = (int)regs_return_value(regs);
 	unsigned long flags;
-	struct line l;
+	struct rec r;
 
 	local_irq_save(flags);
 	hit_ri(ri);
@@ -755,9 +835,10 @@ static int out_expand(struct kretprobe_instance *ri, struct pt_regs *regs)
 	/* rc != 0: Linux's table did not grow (-ENOSPC past the maximum, -ENOMEM). */
 	if (rc == 0 && cl->on) {
 		if (n->seen) {
-			ev_open(&l, "gnt.expand", cl->t);
-			lp(&l, ",\"old\":%u,\"new\":%u", n->start, n->end + 1);
-			ev_close(&l, cl, 0, ktime_get_ns());
+			ev_open(&r, XK_EXPAND, cl);
+			rw(&r, n->start);
+			rw(&r, n->end + 1);
+			ev_close(&r, 0, ktime_get_ns());
 		} else {
 			lost("gnt.expand-frames-unknown", 1);
 		}
@@ -819,7 +900,7 @@ static int out_cbs(struct kretprobe_instance *ri, struct pt_regs *regs)
 	unsigned int nleft, i, j, sub = 0;
 	unsigned long flags;
 	bool overflow;
-	struct line l;
+	struct rec r;
 
 	local_irq_save(flags);
 	hit_ri(ri);
@@ -833,9 +914,9 @@ static int out_cbs(struct kretprobe_instance *ri, struct pt_regs *regs)
 			;
 		if (j < nleft)
 			continue;
-		ev_open(&l, "gnt.cb_fire", d->cl.t);
-		lp(&l, ",\"cb\":%lu", (unsigned long)d->cb[i]);
-		ev_close(&l, &d->cl, ++sub, ktime_get_ns());
+		ev_open(&r, XK_CB_FIRE, &d->cl);
+		rw(&r, (unsigned long)d->cb[i]);
+		ev_close(&r, ++sub, ktime_get_ns());
 	}
 out:
 	local_irq_restore(flags);
@@ -991,15 +1072,24 @@ static int on_notify(struct kprobe *p, struct pt_regs *regs)
 	return 0;
 }
 
-/* Segments of an indirect request, from the pages its indirect grefs grant. */
-static bool read_indirect_segs(struct line *l, const struct blkif_request_indirect *ind,
-			       unsigned int pages)
+/* A segment as one word: gref, then first and last sector. */
+static inline u64 seg_word(u32 gref, u8 first, u8 last)
+{
+	return gref | (u64)first << 32 | (u64)last << 40;
+}
+
+/*
+ * Segments of an indirect request, from the pages its indirect grefs grant:
+ * how many were written, or false with none written when a page cannot be
+ * read.
+ */
+static bool read_indirect_segs(struct rec *r, const struct blkif_request_indirect *ind,
+			       unsigned int pages, unsigned int *nsegs)
 {
 	const struct blkif_request_segment *seg;
 	unsigned int k, i, n, left = ind->nr_segments;
+	unsigned int mark = r->n;
 	unsigned long frame;
-	size_t mark = l->len;
-	bool first = true;
 
 	for (k = 0; k < pages; k++) {
 		u32 gref = ind->indirect_grefs[k];
@@ -1013,85 +1103,96 @@ static bool read_indirect_segs(struct line *l, const struct blkif_request_indire
 			goto unreadable;
 		seg = page_address(pfn_to_page(frame));
 		n = min_t(unsigned int, left, XEN_PAGE_SIZE / sizeof(*seg));
-		for (i = 0; i < n; i++) {
-			lp(l, "%s[%u,%u,%u]", first ? "" : ",", READ_ONCE(seg[i].gref),
-			   READ_ONCE(seg[i].first_sect), READ_ONCE(seg[i].last_sect));
-			first = false;
-		}
+		for (i = 0; i < n; i++)
+			rw(r, seg_word(READ_ONCE(seg[i].gref), READ_ONCE(seg[i].first_sect),
+				       READ_ONCE(seg[i].last_sect)));
 		left -= n;
 	}
-	if (!l->over)
+	if (!r->over) {
+		*nsegs = r->n - mark;
 		return true;
+	}
 unreadable:
 	/* Leave segs empty (the schema allows it for indirect requests). */
-	l->len = mark;
-	l->over = false;
+	r->n = mark;
+	r->over = false;
+	*nsegs = 0;
 	return false;
 }
+
+/*
+ * blkif.req words: ring, idx, op, id, sector, aux (indirect_op, or a
+ * discard's nr_sectors), nr_segments as the request says, then how many
+ * indirect grefs and segments follow, and those.
+ */
+enum { RQ_RING, RQ_IDX, RQ_OP, RQ_ID, RQ_SECTOR, RQ_AUX, RQ_NR_SEGMENTS, RQ_N_IGREFS, RQ_N_SEGS, RQ_WORDS };
 
 static void emit_request(const struct rinfo_view *v, RING_IDX idx)
 {
 	struct blkif_request req;
 	struct call cl;
-	struct line l;
-	unsigned int i, n;
+	struct rec r;
+	unsigned int i, n = 0;
+	u64 *w;
 
 	memcpy(&req, RING_GET_REQUEST(&v->fr, idx), sizeof(req));
 	call_begin(&cl);
-	ev_open(&l, "blkif.req", cl.t);
-	lp(&l, ",\"ring\":\"gref:%u\",\"idx\":%u,\"op\":%u", v->ref0, idx, req.operation);
+	ev_open(&r, XK_REQ, &cl);
+	w = r.w;
+	for (i = 0; i < RQ_WORDS; i++)
+		rw(&r, 0);
+	w[RQ_RING] = v->ref0;
+	w[RQ_IDX] = idx;
+	w[RQ_OP] = req.operation;
 	switch (req.operation) {
 	case BLKIF_OP_INDIRECT: {
 		const struct blkif_request_indirect *ind = &req.u.indirect;
 		unsigned int pages = DIV_ROUND_UP(ind->nr_segments,
 						  XEN_PAGE_SIZE / sizeof(struct blkif_request_segment));
 
-		lp(&l, ",\"id\":%llu,\"sector\":%llu,\"indirect_op\":%u,\"nr_segments\":%u,\"indirect_grefs\":[",
-		   (unsigned long long)ind->id, (unsigned long long)ind->sector_number,
-		   ind->indirect_op, ind->nr_segments);
 		pages = min_t(unsigned int, pages, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST);
+		w[RQ_ID] = ind->id;
+		w[RQ_SECTOR] = ind->sector_number;
+		w[RQ_AUX] = ind->indirect_op;
+		w[RQ_NR_SEGMENTS] = ind->nr_segments;
+		w[RQ_N_IGREFS] = pages;
 		for (i = 0; i < pages; i++)
-			lp(&l, "%s%u", i ? "," : "", ind->indirect_grefs[i]);
-		lp(&l, "],\"segs\":[");
-		if (!read_indirect_segs(&l, ind, pages)) {
-			lp(&l, "],\"_segs_unread\":1");
-			break;
-		}
-		lp(&l, "]");
+			rw(&r, ind->indirect_grefs[i]);
+		if (!read_indirect_segs(&r, ind, pages, &n))
+			r.h->flags |= XRF_SEGS_UNREAD;
+		w[RQ_N_SEGS] = n;
 		break;
 	}
 	case BLKIF_OP_DISCARD:
-		lp(&l, ",\"id\":%llu,\"sector\":%llu,\"segs\":[],\"_nr_sectors\":%llu",
-		   (unsigned long long)req.u.discard.id,
-		   (unsigned long long)req.u.discard.sector_number,
-		   (unsigned long long)req.u.discard.nr_sectors);
+		w[RQ_ID] = req.u.discard.id;
+		w[RQ_SECTOR] = req.u.discard.sector_number;
+		w[RQ_AUX] = req.u.discard.nr_sectors;
 		break;
 	case BLKIF_OP_READ:
 	case BLKIF_OP_WRITE:
 	case BLKIF_OP_WRITE_BARRIER:
 	case BLKIF_OP_FLUSH_DISKCACHE:
 		n = min_t(unsigned int, req.u.rw.nr_segments, BLKIF_MAX_SEGMENTS_PER_REQUEST);
-		lp(&l, ",\"id\":%llu,\"sector\":%llu,\"segs\":[",
-		   (unsigned long long)req.u.rw.id, (unsigned long long)req.u.rw.sector_number);
+		w[RQ_ID] = req.u.rw.id;
+		w[RQ_SECTOR] = req.u.rw.sector_number;
+		w[RQ_NR_SEGMENTS] = req.u.rw.nr_segments;	/* more than n: more than a request can hold */
+		w[RQ_N_SEGS] = n;
 		for (i = 0; i < n; i++)
-			lp(&l, "%s[%u,%u,%u]", i ? "," : "", req.u.rw.seg[i].gref,
-			   req.u.rw.seg[i].first_sect, req.u.rw.seg[i].last_sect);
-		lp(&l, "]");
-		if (req.u.rw.nr_segments != n)	/* more than a request can hold */
-			lp(&l, ",\"_nr_segments\":%u", req.u.rw.nr_segments);
+			rw(&r, seg_word(req.u.rw.seg[i].gref, req.u.rw.seg[i].first_sect,
+					req.u.rw.seg[i].last_sect));
 		break;
 	default:
-		lp(&l, ",\"id\":%llu,\"segs\":[]", (unsigned long long)req.u.other.id);
+		w[RQ_ID] = req.u.other.id;
 		break;
 	}
-	ev_close(&l, &cl, 0, 0);
+	ev_close(&r, 0, 0);
 }
 
-/* Under rings_lock: write the ring.push line of a push read at the push site. */
+/* Under rings_lock: write the ring.push record of a push read at the push site. */
 static void flush_push(struct ring_state *rs, const struct rinfo_view *v)
 {
 	struct call cl = { 0 };
-	struct line l;
+	struct rec r;
 
 	if (!rs->push_pending)
 		return;
@@ -1104,9 +1205,11 @@ static void flush_push(struct ring_state *rs, const struct rinfo_view *v)
 	cl.t = rs->push_t;
 	cl.task = in_task() ? task_pid_nr(current) : 0;
 	cl.cpu = raw_smp_processor_id();
-	ev_open(&l, "ring.push", cl.t);
-	lp(&l, ",\"ring\":\"gref:%u\",\"old\":%u,\"new\":%u,\"notify\":%s",
-	   v->ref0, rs->push_old, rs->push_new, jbool(atomic_read(&rs->notifies) != rs->notify_snap));
+	ev_open(&r, XK_PUSH, &cl);
+	rw(&r, v->ref0);
+	rw(&r, rs->push_old);
+	rw(&r, rs->push_new);
+	rw(&r, atomic_read(&rs->notifies) != rs->notify_snap);
 	/*
 	 * The frontend decided to notify with the req_event it read right after
 	 * the push, which we cannot see (the push is inlined).  The backend only
@@ -1114,10 +1217,11 @@ static void flush_push(struct ring_state *rs, const struct rinfo_view *v)
 	 * the frontend used this value.  Otherwise the value it used is unknown
 	 * and the field is left out (the model then does not judge this notify).
 	 */
+	rw(&r, rs->req_event_snap);
 	if (READ_ONCE(v->fr.sring->req_event) == rs->req_event_snap)
-		lp(&l, ",\"req_event\":%u", rs->req_event_snap);
-	lp(&l, ",\"_rinfo\":\"%px\"", rs->rinfo);
-	ev_close(&l, &cl, 0, 0);
+		r.h->flags |= XRF_REQ_EVENT;
+	rw(&r, (unsigned long)rs->rinfo);
+	ev_close(&r, 0, 0);
 }
 
 /*
@@ -1199,7 +1303,7 @@ static int on_free_ring(struct kprobe *p, struct pt_regs *regs)
 	struct rinfo_view v;
 	unsigned long flags;
 	struct call cl;
-	struct line l;
+	struct rec r;
 	int i;
 
 	local_irq_save(flags);
@@ -1217,10 +1321,11 @@ static int on_free_ring(struct kprobe *p, struct pt_regs *regs)
 	call_begin(&cl);
 	if (!cl.on)
 		goto out;
-	ev_open(&l, "ring.free", cl.t);
-	lp(&l, ",\"ring\":\"gref:%u\",\"req_prod\":%u,\"rsp_cons\":%u", v.ref0,
-	   v.fr.req_prod_pvt, v.fr.rsp_cons);
-	ev_close(&l, &cl, 0, 0);
+	ev_open(&r, XK_RING_FREE, &cl);
+	rw(&r, v.ref0);
+	rw(&r, v.fr.req_prod_pvt);
+	rw(&r, v.fr.rsp_cons);
+	ev_close(&r, 0, 0);
 out:
 	local_irq_restore(flags);
 	return 0;
@@ -1324,7 +1429,7 @@ static int out_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
 	unsigned long flags;
 	RING_IDX idx;
 	u64 sub = 0, rsp_c;
-	struct line l;
+	struct rec r;
 
 	local_irq_save(flags);
 	hit_ri(ri);
@@ -1348,10 +1453,13 @@ static int out_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
 	cl.batch = d->cl.c;
 	for (idx = d->rsp_cons; idx != v.fr.rsp_cons; idx++) {
 		memcpy(&rsp, RING_GET_RESPONSE(&v.fr, idx), sizeof(rsp));
-		ev_open(&l, "blkif.rsp", cl.t);
-		lp(&l, ",\"ring\":\"gref:%u\",\"idx\":%u,\"id\":%llu,\"op\":%u,\"status\":%d",
-		   v.ref0, idx, (unsigned long long)rsp.id, rsp.operation, rsp.status);
-		ev_close(&l, &cl, ++sub, 0);
+		ev_open(&r, XK_RSP, &cl);
+		rw(&r, v.ref0);
+		rw(&r, idx);
+		rw(&r, rsp.id);
+		rw(&r, rsp.operation);
+		rw(&r, (s64)rsp.status);
+		ev_close(&r, ++sub, 0);
 	}
 out:
 	local_irq_restore(flags);
@@ -1638,62 +1746,86 @@ static void report_missed(void)
 
 static void emit_config(void)
 {
-	char buf[256];
-	int n;
+	u64 buf[sizeof(struct xr_head) / 8 + 2 + 16];
+	struct rec r;
 
-	n = scnprintf(buf, sizeof(buf),
-		      "{\"kind\":\"_config\",\"t_ns\":%llu,\"_c\":%llu,\"version\":%d,\"cb_fire\":%s,\"blkfront\":\"%s\"}\n",
-		      (unsigned long long)ktime_get_ns(),
-		      (unsigned long long)atomic64_inc_return(&call_seq), TRACE_FORMAT_VERSION,
-		      jbool(sym_free_callback_list != 0), blkfront_state);
-	commit(buf, n);
+	rec_init(&r, buf, sizeof(buf), XK_CONFIG, ktime_get_ns());
+	r.h->c = atomic64_inc_return(&call_seq);
+	rw(&r, TRACE_FORMAT_VERSION);
+	rw(&r, sym_free_callback_list != 0);
+	rec_str(&r, blkfront_state);
+	rec_seal(&r);
 }
 
 /* ---------------------------------------------------------------- debugfs */
 
 static struct dentry *dbg_dir;
 
+/*
+ * Whole records of one CPU's buffer, at most `room` bytes, into `bounce`:
+ * how many bytes (0: none there; -EINVAL: its first record alone is
+ * larger than `room`).  Consumed only once they reached the reader.
+ */
+static s64 take_cpu(struct cpu_buf *b, u64 room)
+{
+	unsigned long flags;
+	u64 avail, n = 0, at, first;
+	u16 len;
+
+	spin_lock_irqsave(&b->lock, flags);
+	avail = b->head - b->tail;
+	while (n < avail) {
+		/* Records are 8-byte aligned in a buffer of whole pages: a header never wraps. */
+		len = *(u16 *)(b->buf + (b->tail + n) % tb_size);
+		if (len < sizeof(struct xr_head) || n + len > room)
+			break;
+		n += len;
+	}
+	at = b->tail % tb_size;
+	first = min(n, tb_size - at);
+	memcpy(bounce, b->buf + at, first);
+	if (first < n)
+		memcpy(bounce + first, b->buf, n - first);
+	spin_unlock_irqrestore(&b->lock, flags);
+	return (!n && avail) ? -EINVAL : (s64)n;
+}
+
+/* Every CPU's records, a CPU's after another's: the harness orders them by `c`. */
 static ssize_t trace_read(struct file *f, char __user *ubuf, size_t count, loff_t *ppos)
 {
 	unsigned long flags;
-	u64 avail, n, at, first;
-	ssize_t ret;
-	char *nl;
+	size_t done = 0;
+	ssize_t err = 0;
+	s64 n;
+	int cpu;
 
 	if (!count)
 		return 0;
 	report_missed();
 	mutex_lock(&read_mutex);
-	spin_lock_irqsave(&tb_lock, flags);
-	avail = tb_head - tb_tail;
-	n = min3(avail, (u64)count, (u64)BOUNCE_BYTES);
-	at = tb_tail % tb_size;
-	first = min(n, tb_size - at);
-	memcpy(bounce, tb_buf + at, first);
-	if (first < n)
-		memcpy(bounce + first, tb_buf, n - first);
-	spin_unlock_irqrestore(&tb_lock, flags);
+	for_each_possible_cpu(cpu) {
+		struct cpu_buf *b = &bufs[cpu];
 
-	/* Whole lines only. */
-	for (nl = bounce + n; nl > bounce && nl[-1] != '\n'; nl--)
-		;
-	if (nl == bounce) {
-		/* Empty, or a first line longer than the reader's buffer. */
-		ret = avail ? -EINVAL : 0;
-		goto out;
+		n = take_cpu(b, min_t(u64, count - done, BOUNCE_BYTES));
+		if (n < 0) {
+			/* The reader's buffer is full, or too small for one record. */
+			if (!done)
+				err = n;
+			break;
+		}
+		if (!n)
+			continue;
+		if (copy_to_user(ubuf + done, bounce, n)) {
+			err = -EFAULT;
+			break;
+		}
+		spin_lock_irqsave(&b->lock, flags);
+		b->tail += n;
+		spin_unlock_irqrestore(&b->lock, flags);
+		done += n;
 	}
-	n = nl - bounce;
-	if (copy_to_user(ubuf, bounce, n)) {
-		ret = -EFAULT;
-		goto out;
-	}
-	spin_lock_irqsave(&tb_lock, flags);
-	tb_tail += n;
-	spin_unlock_irqrestore(&tb_lock, flags);
-	ret = n;
-out:
 	mutex_unlock(&read_mutex);
-	return ret;
+	return done ? done : err;
 }
 
 static const struct file_operations trace_fops = {
@@ -1705,22 +1837,27 @@ static const struct file_operations trace_fops = {
 static int stats_show(struct seq_file *m, void *v)
 {
 	unsigned long flags;
-	u64 events, dropped, head, tail;
-	int i;
+	u64 events = 0, dropped = 0, head = 0, tail = 0, cpus = 0;
+	int i, cpu;
 
-	spin_lock_irqsave(&tb_lock, flags);
-	events = tb_events;
-	dropped = tb_dropped;
-	head = tb_head;
-	tail = tb_tail;
-	spin_unlock_irqrestore(&tb_lock, flags);
+	for_each_possible_cpu(cpu) {
+		struct cpu_buf *b = &bufs[cpu];
+
+		spin_lock_irqsave(&b->lock, flags);
+		events += b->records;
+		dropped += b->dropped;
+		head += b->head;
+		tail += b->tail;
+		spin_unlock_irqrestore(&b->lock, flags);
+		cpus++;
+	}
 
 	seq_printf(m, "version: %d\n", TRACE_FORMAT_VERSION);
 	seq_printf(m, "tracing: %s\n", READ_ONCE(tracing) ? "on" : "off");
 	seq_printf(m, "events: %llu\n", events);
 	seq_printf(m, "bytes: %llu\n", head);
 	seq_printf(m, "unread_bytes: %llu\n", head - tail);
-	seq_printf(m, "buffer_bytes: %llu\n", tb_size);
+	seq_printf(m, "buffer_bytes: %llu\n", tb_size * cpus);
 	seq_printf(m, "dropped: %llu\n", dropped);
 	seq_printf(m, "lost: %lld\n", (long long)atomic64_read(&anomalies));
 	seq_printf(m, "end_calls: %lld\n", (long long)atomic64_read(&end_calls));
@@ -1747,6 +1884,10 @@ static int stats_show(struct seq_file *m, void *v)
 			   rings[i].ref0, rings[i].irq, rings[i].emitted,
 			   atomic_read(&rings[i].notifies), rings[i].rinfo);
 	spin_unlock_irqrestore(&rings_lock, flags);
+	for_each_possible_cpu(cpu)
+		seq_printf(m, "cpu %d records=%llu bytes=%llu dropped=%llu\n", cpu,
+			   READ_ONCE(bufs[cpu].records), READ_ONCE(bufs[cpu].head),
+			   READ_ONCE(bufs[cpu].dropped));
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(stats);
@@ -1755,6 +1896,7 @@ static ssize_t ctl_write(struct file *f, const char __user *ubuf, size_t count, 
 {
 	char cmd[16];
 	unsigned long flags;
+	int cpu;
 	char *s;
 
 	if (count >= sizeof(cmd))
@@ -1773,10 +1915,12 @@ static ssize_t ctl_write(struct file *f, const char __user *ubuf, size_t count, 
 	} else if (!strcmp(s, "clear")) {
 		report_missed();	/* so that misses before the clear are not blamed on later */
 		mutex_lock(&read_mutex);
-		spin_lock_irqsave(&tb_lock, flags);
-		tb_tail = tb_head;
-		tb_drop_pending = 0;
-		spin_unlock_irqrestore(&tb_lock, flags);
+		for_each_possible_cpu(cpu) {
+			spin_lock_irqsave(&bufs[cpu].lock, flags);
+			bufs[cpu].tail = bufs[cpu].head;
+			bufs[cpu].drop_pending = 0;
+			spin_unlock_irqrestore(&bufs[cpu].lock, flags);
+		}
 		mutex_unlock(&read_mutex);
 	} else {
 		return -EINVAL;
@@ -1794,7 +1938,13 @@ static const struct file_operations ctl_fops = {
 
 static void free_buffers(void)
 {
-	vfree(tb_buf);
+	int cpu;
+
+	if (bufs)
+		for_each_possible_cpu(cpu)
+			vfree(bufs[cpu].buf);
+	kfree(bufs);
+	bufs = NULL;
 	vfree(scratch);
 	vfree(bounce);
 	vfree(gref_frame);
@@ -1817,8 +1967,10 @@ static int check_callback_list_address(void)
 
 static int __init xenrig_trace_init(void)
 {
-	int i, err;
+	bool nomem = false;
+	int i, err, cpu;
 
+	BUILD_BUG_ON(sizeof(struct xr_head) != 56);	/* harness/capture/guest_records.py */
 	if (!xen_domain() || !xen_feature(XENFEAT_auto_translated_physmap)) {
 		pr_err("needs an HVM/PVH Xen guest (guest frames are read as our own pfns)\n");
 		return -ENODEV;
@@ -1831,11 +1983,17 @@ static int __init xenrig_trace_init(void)
 
 	tb_size = (u64)buf_mb << 20;
 	gref_max = gnttab_max_grant_frames() * (XEN_PAGE_SIZE / sizeof(struct grant_entry_v1));
-	tb_buf = vmalloc(tb_size);
+	bufs = kcalloc(nr_cpu_ids, sizeof(*bufs), GFP_KERNEL);
+	if (bufs)
+		for_each_possible_cpu(cpu) {
+			spin_lock_init(&bufs[cpu].lock);
+			bufs[cpu].buf = vmalloc(tb_size);
+			nomem |= !bufs[cpu].buf;
+		}
 	scratch = vmalloc((size_t)nr_cpu_ids * SCRATCH_BYTES);
 	bounce = vmalloc(BOUNCE_BYTES);
 	gref_frame = vzalloc(array_size(gref_max, sizeof(*gref_frame)));
-	if (!tb_buf || !scratch || !bounce || !gref_frame) {
+	if (nomem || !bufs || !scratch || !bounce || !gref_frame) {
 		free_buffers();
 		return -ENOMEM;
 	}
@@ -1887,7 +2045,7 @@ static int __init xenrig_trace_init(void)
 
 	if (autostart)
 		emit_config();
-	pr_info("loaded: %u MiB buffer, %u grant refs, blkfront %s, cb_fire %s\n",
+	pr_info("loaded: %u MiB buffer per CPU, %u grant refs, blkfront %s, cb_fire %s\n",
 		buf_mb, gref_max, blkfront_state, sym_free_callback_list ? "on" : "off");
 	return 0;
 }

@@ -1,8 +1,10 @@
-"""The guest's view: xenrig_trace's lines turned into schema-v1 events.
+"""The guest's view: xenrig_trace's records turned into schema-v1 events.
 
-guest-kernel/xenrig_trace writes one JSON line per call it saw, in the
-schema's shape but with private fields (names starting with `_`) that only
-this step uses.  docs/capture.md describes the lines; this module does the
+guest-kernel/xenrig_trace writes one binary record per call it saw;
+guest_records.py decodes each into a dict in the schema's shape but with
+private fields (names starting with `_`) that only this step uses.  The
+same dicts, written as JSON lines, are what unit tests and golden inputs
+give.  docs/capture.md describes them; this module does the
 post-processing it promises, in this order:
 
 1. refuse an incomplete capture: `_dropped` (the module's buffer was full),
@@ -40,6 +42,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from harness.capture import guest_records
 from harness.trace.schema import AnyEvent
 
 GUEST_KINDS = frozenset({
@@ -55,20 +58,25 @@ _validator = msgspec.json.Decoder(AnyEvent)
 
 
 class _Line:
+    """One event with where it came from (a JSON line's text, or None for a
+    decoded record, shown as JSON only in an error)."""
     __slots__ = ("number", "text", "ev", "key", "order")
 
-    def __init__(self, number: int, text: str, ev: dict):
+    def __init__(self, number: int, text: str | None, ev: dict):
         self.number = number
         self.text = text
         self.ev = ev
         self.key: tuple = ()
 
 
-def _fail(line: _Line | None, number: int, text: str, problem: str) -> ValueError:
+def _fail(line: _Line | None, number: int, text: str | None, problem: str) -> ValueError:
+    what = "line"
     if line is not None:
         number, text = line.number, line.text
+        if text is None:
+            what, text = "record", json.dumps(line.ev)
     excerpt = text if len(text) <= 200 else text[:200] + "..."
-    return ValueError(f"guest trace line {number}: {problem}: {excerpt}")
+    return ValueError(f"guest trace {what} {number}: {problem}: {excerpt}")
 
 
 def _int(ev: dict, field: str, line: _Line) -> int:
@@ -78,10 +86,7 @@ def _int(ev: dict, field: str, line: _Line) -> int:
     return value
 
 
-def _read(lines: Iterable[str]) -> tuple[list[_Line], list[_Line]]:
-    """Events and `_config` lines, after refusing markers of an incomplete capture."""
-    events: list[_Line] = []
-    configs: list[_Line] = []
+def _json_lines(lines: Iterable[str | bytes]) -> Iterable[_Line]:
     for number, raw in enumerate(lines, start=1):
         text = raw.decode() if isinstance(raw, bytes) else raw
         text = text.strip()
@@ -93,7 +98,15 @@ def _read(lines: Iterable[str]) -> tuple[list[_Line], list[_Line]]:
             raise _fail(None, number, text, f"not valid JSON ({exc.msg})") from None
         if not isinstance(ev, dict) or not isinstance(ev.get("kind"), str):
             raise _fail(None, number, text, "not a JSON object with a string `kind`")
-        line = _Line(number, text, ev)
+        yield _Line(number, text, ev)
+
+
+def _read(items: Iterable[_Line]) -> tuple[list[_Line], list[_Line]]:
+    """Events and `_config` lines, after refusing markers of an incomplete capture."""
+    events: list[_Line] = []
+    configs: list[_Line] = []
+    for line in items:
+        ev = line.ev
         kind = ev["kind"]
         if kind == "_dropped":
             raise _fail(line, 0, "", f"the capture buffer was full and {ev.get('count', '?')} "
@@ -281,14 +294,28 @@ def _finish(line: _Line, guest_domid: int, ring_names: dict[int, str]) -> dict:
     return out
 
 
-def parse_guest_lines(lines: Iterable[str], guest_domid: int,
+def parse_guest_lines(lines: Iterable[str | bytes], guest_domid: int,
                       ring_names: dict[int, str]) -> list[dict]:
-    """Schema-shaped guest events (without `seq`) from xenrig_trace's lines.
+    """Schema-shaped guest events (without `seq`) from the raw events as
+    JSON lines (tests, golden inputs).
 
     `ring_names` maps a ring's first ring-ref to its schema name ("xvda/0").
     Raises ValueError naming the line for malformed or incomplete input.
     """
-    events, configs = _read(lines)
+    return _process(_json_lines(lines), guest_domid, ring_names)
+
+
+def parse_guest_records(data: bytes, guest_domid: int, ring_names: dict[int, str],
+                        first_number: int = 1) -> list[dict]:
+    """The same from xenrig_trace's binary records (a whole number of them).
+    Raises ValueError naming the record for malformed or incomplete input."""
+    raws = guest_records.decode(data, first_number)
+    return _process((_Line(first_number + i, None, ev) for i, ev in enumerate(raws)),
+                    guest_domid, ring_names)
+
+
+def _process(items: Iterable[_Line], guest_domid: int, ring_names: dict[int, str]) -> list[dict]:
+    events, configs = _read(items)
     _check_callbacks(events, configs)
     _settle_allocations(events)
     events.sort(key=lambda line: line.order)
@@ -307,4 +334,4 @@ def parse_guest_lines(lines: Iterable[str], guest_domid: int,
     return out
 
 
-__all__ = ["GUEST_KINDS", "parse_guest_lines"]
+__all__ = ["GUEST_KINDS", "parse_guest_lines", "parse_guest_records"]

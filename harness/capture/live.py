@@ -120,7 +120,7 @@ class CaptureSession:
         self.rings_announced: set[str] = set()
         self._fresh_rings: set[str] = set()                   # learned since the last drain's announcements
         self.stats: dict = {}
-        self.guest_lines = 0
+        self.guest_records = 0     # binary records read so far, to number them in errors
         self.exerciser_events: dict[int, int] = {}   # exerciser log seq -> trace seq
         self.failure: str | None = None   # set once the capture lost data: never judged after that
         self.console_tail = ""            # the guest console's last lines at the last checkpoint
@@ -295,28 +295,33 @@ class CaptureSession:
 
     def drain(self, timeout_s: float = 120) -> int:
         """Move what the guest recorded since the last drain into the trace."""
-        from harness.capture import guest_trace
+        from harness.capture import guest_records, guest_trace
 
         if self.rings_stale:
             self._learn_rings()
-        # dd with a 64 KiB buffer: the tracer hands out whole lines only and
-        # refuses a read smaller than its next line (busybox cat reads 4 KiB).
+        # dd with a 64 KiB buffer: the tracer hands out whole records only
+        # and refuses a read smaller than its next one (busybox cat reads 4 KiB).
         trace_cmd = f"dd if={TRACE_DIR}/trace bs=65536 2>/dev/null; " if self.armed else ""
         # The tracer's counters right after its records: a drop counts there
         # at once, while its marker in the records waits for free space.
         stats_cmd = f"; echo '=====xs'; cat {TRACE_DIR}/stats 2>/dev/null" if self.armed else ""
         res = self.guest.run(f"{trace_cmd}echo '=====xr'; cat {EXERCISER_DIR}/log 2>/dev/null{stats_cmd}",
                              timeout_s=timeout_s)
-        trace_text, _, rest = res.stdout.partition("=====xr\n")
-        exer_text, _, stats_text = rest.partition("=====xs\n")
+        try:
+            # Binary records first: split by their own lengths, not by text.
+            records, rest = guest_records.split(res.stdout_bytes, b"=====xr\n")
+        except ValueError as exc:
+            records, rest = b"", b""
+            self.failure = self.failure or f"the guest trace cannot be used: {exc}"
+        exer_text, _, stats_text = rest.decode(errors="replace").partition("=====xs\n")
         if stats_text:
             self.dropped_seen = _parse_stats(stats_text).get("dropped", self.dropped_seen)
-        lines = [ln for ln in trace_text.splitlines() if ln.strip()]
-        self.guest_lines += len(lines)
+        first = self.guest_records + 1
+        self.guest_records += guest_records.count(records)
         if self.failure:
             raise InfraError(self.failure)
         try:
-            batch = guest_trace.parse_guest_lines(lines, self.guest.domid, self.ring_names)
+            batch = guest_trace.parse_guest_records(records, self.guest.domid, self.ring_names, first)
         except ValueError as exc:
             self.failure = f"the guest trace cannot be used: {exc}"
             raise InfraError(f"the guest trace cannot be used: {exc}",

@@ -238,7 +238,7 @@ def test_malformed_lines_name_the_line(bad, words):
 
 def test_capture_doc_example_lines():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "capture.md").read_text()
-    block = re.search(r"Example lines.*?```json\n(.*?)```", doc, re.S).group(1)
+    block = re.search(r"Example raw events as JSON lines.*?```json\n(.*?)```", doc, re.S).group(1)
     events = parse_guest_lines(block.splitlines(), GUEST, RING_NAMES)
     assert [ev["kind"] for ev in events] == ["blkif.req", "ring.push", "blkif.rsp", "gnt.end"]
 
