@@ -241,7 +241,7 @@ def examine(xen: XenHost, guest: HvmGuest, vdevs: list[str], interval_s: float =
             waiting.append(note)
     stuck = bool(unrestarted) or (not moved and bool(waiting))
     if unrestarted:
-        summary = f"hang: in {interval_s:.0f}s; " + "; ".join(unrestarted)
+        summary = f"hang: over the {interval_s:.0f}s watch, " + "; ".join(unrestarted)
     elif stuck:
         summary = "hang: nothing moved in " + f"{interval_s:.0f}s; " + "; ".join(waiting)
     elif moved:

@@ -173,3 +173,17 @@ def test_a_second_queue_reusing_ids_fails_naming_the_ring_and_the_request(tmp_pa
     assert div["rule"] == "ring.id-reuse", div
     assert div["event"]["kind"] == "blkif.req" and div["event"]["ring"] == "xvda/1", div
     assert f"request id {div['event']['id']} on ring xvda/1 reused" in div["message"], div
+
+
+@pytest.mark.timeout(1800)
+def test_a_queue_never_restarted_fails_naming_the_queue_and_a_waiting_request(tmp_path, no_stack_left):
+    rc, out, report = run(REPO / "tests" / "e2e" / "scenarios" / "lost-restart.yaml", tmp_path)
+    assert rc == 1, out
+    hang = next(c for c in report["checks"] if c["id"] == "hang")
+    assert hang["outcome"] == "FAIL" and hang["extra"]["rule"] == "blkif.queue-not-restarted", hang
+    assert "xvda/1: blk-mq hardware queue 1 stayed stopped with" in hang["message"], hang
+    assert " tag " in hang["message"].split("waiting (", 1)[1], hang
+    # What the capture saw before the hang is judged, and blkfront's ring
+    # work was right: only the restart is missing.
+    model = next(c for c in report["checks"] if c["id"] == "trace.model")
+    assert model["outcome"] == "PASS", model
