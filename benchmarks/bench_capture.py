@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from harness import build, config, runner, stack  # noqa: E402
+from harness.errors import XenrigError  # noqa: E402
 from harness.capture.live import TRACE_DIR, CaptureSession  # noqa: E402
 from harness.stages import ConsoleProgress, Timeline  # noqa: E402
 
@@ -110,9 +111,15 @@ def main() -> int:
     modules = built_modules + [tracer]
 
     results = {}
-    with stack.xen_host(host_cfg, timeline, run_dir, built=built_images) as xen:
-        for n in counts:
-            results[n] = measure(xen, scenario, n, modules, tracer, args, timeline, run_dir)
+    try:
+        with stack.xen_host(host_cfg, timeline, run_dir, built=built_images) as xen:
+            for n in counts:
+                results[n] = measure(xen, scenario, n, modules, tracer, args, timeline, run_dir)
+    except XenrigError as exc:
+        # No figure from a run that broke (a guest that died under nested
+        # TCG, say): the stack is torn down by now, the logs are kept.
+        print(f"bench_capture: no figures: {exc.message}\n  logs: {run_dir}", file=sys.stderr)
+        return 2
     figures = []
     for n, r in results.items():
         print(f"{n} vCPU: throughput off {r['off']:.2f} MiB/s, on {r['on']:.2f} MiB/s "
