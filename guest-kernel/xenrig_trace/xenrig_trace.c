@@ -98,6 +98,18 @@ static unsigned long sym_free_callback_list;
 module_param(sym_free_callback_list, ulong, 0444);
 MODULE_PARM_DESC(sym_free_callback_list, "address of gnttab_free_callback_list from /proc/kallsyms (0: no gnt.cb_fire)");
 
+/*
+ * gnttab_list_lock and the function that releases it, from /proc/kallsyms
+ * (0: no `_lock` records; the harness then orders the free list's changes
+ * by when their calls began, which on several CPUs is not always the
+ * lock's order).
+ */
+static unsigned long sym_gnttab_list_lock, sym_unlock_irqrestore;
+module_param(sym_gnttab_list_lock, ulong, 0444);
+module_param(sym_unlock_irqrestore, ulong, 0444);
+MODULE_PARM_DESC(sym_gnttab_list_lock, "address of gnttab_list_lock from /proc/kallsyms (0: no _lock records)");
+MODULE_PARM_DESC(sym_unlock_irqrestore, "address of _raw_spin_unlock_irqrestore from /proc/kallsyms");
+
 static unsigned int buf_mb = 8;	/* 1 vCPU: as many events as 16 MiB of JSON lines held */
 module_param(buf_mb, uint, 0444);
 MODULE_PARM_DESC(buf_mb, "trace buffer size per CPU in MiB");
@@ -120,6 +132,7 @@ enum xr_kind {
 	XK_GRANT = 1, XK_END, XK_DEFERRED_END, XK_ALLOC, XK_CLAIM, XK_RELEASE,
 	XK_FREE, XK_FREE_CHAIN, XK_EXPAND, XK_CB_REQUEST, XK_CB_FIRE, XK_CB_CANCEL,
 	XK_REQ, XK_PUSH, XK_RSP, XK_RING_FREE,
+	XK_LOCK,	/* gnttab_list_lock about to be released (see lock sites) */
 	/* the capture's own: what it could not see or keep, and its settings */
 	XK_DROPPED = 64, XK_MISSED, XK_UNSUPPORTED, XK_CONFIG,
 };
@@ -311,6 +324,12 @@ struct call {
 struct batch {
 	u64 c, rsp_c;
 	unsigned long key;
+	/* the interrupt's ring and call, for its responses (on_irq_unlock) */
+	void *rinfo;
+	RING_IDX rsp_cons;
+	u64 t;
+	s32 task;
+	bool on;
 };
 static DEFINE_PER_CPU(struct batch, cpu_batch);
 
@@ -419,12 +438,12 @@ static bool caller_in(struct pt_regs *regs, int r)
 	return ret >= ranges[r].start && ret < ranges[r].end;
 }
 
-/* Function extent from kallsyms: a throwaway kprobe finds it, sprint_symbol sizes it. */
-static int resolve_range(int r)
+/* Start and size of a function: a throwaway kprobe finds it, sprint_symbol sizes it. */
+static int fn_extent(const char *sym, unsigned long *start, unsigned long *size)
 {
-	struct kprobe kp = { .symbol_name = ranges[r].sym };
+	struct kprobe kp = { .symbol_name = sym };
 	char buf[KSYM_SYMBOL_LEN];
-	unsigned long addr, off, size;
+	unsigned long addr, off;
 	char *plus;
 	int err;
 
@@ -435,10 +454,21 @@ static int resolve_range(int r)
 	unregister_kprobe(&kp);
 	sprint_symbol(buf, addr);
 	plus = strchr(buf, '+');
-	if (!plus || sscanf(plus, "+%lx/%lx", &off, &size) != 2 || !size)
+	if (!plus || sscanf(plus, "+%lx/%lx", &off, size) != 2 || !*size)
 		return -EINVAL;
-	ranges[r].start = addr - off;
-	ranges[r].end = addr - off + size;
+	*start = addr - off;
+	return 0;
+}
+
+static int resolve_range(int r)
+{
+	unsigned long start, size;
+	int err = fn_extent(ranges[r].sym, &start, &size);
+
+	if (err)
+		return err;
+	ranges[r].start = start;
+	ranges[r].end = start + size;
 	return 0;
 }
 
@@ -569,6 +599,8 @@ static void emit_end(struct d_end *d, int ok)
 		if (d->mode == END_END)
 			atomic64_inc(&end_events);
 	}
+	/* A try that freed the ref did so under gnttab_list_lock before this (docs/capture.md). */
+	r.h->c_end = atomic64_inc_return(&call_seq);
 	ev_close(&r, 0, ktime_get_ns());
 }
 
@@ -1393,65 +1425,55 @@ static int in_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
 	b->c = d->cl.c;
 	b->rsp_c = 0;
 	b->key = ctx_key();
+	b->rinfo = d->rinfo;
+	b->rsp_cons = v.fr.rsp_cons;
+	b->t = d->cl.t;
+	b->task = d->cl.task;
+	b->on = d->cl.on;
 	skip = 0;
 out:
 	local_irq_restore(flags);
 	return skip;
 }
 
-/* blkif_interrupt releases the ring lock: its responses are all consumed. */
+/*
+ * blkif_interrupt releases the ring lock: its responses are all consumed,
+ * and their slots are still as the backend wrote them.  Read them here:
+ * once the lock is free, blkif_queue_rq on another CPU writes new requests
+ * into those very slots (seen on 4 vCPUs when they were read at the
+ * handler's return: responses with ids that were request bytes).  They
+ * carry the `c` taken here (sub-ordered by index), so each sorts after the
+ * push of its request even when that push came on another CPU after the
+ * interrupt began, and `_batch`, the interrupt's own `c`, as do the grant
+ * calls the handler made: the harness puts each response just before the
+ * first end of its request's grants (docs/capture.md).
+ */
 static int on_irq_unlock(struct kprobe *p, struct pt_regs *regs)
 {
 	struct batch *b = this_cpu_ptr(&cpu_batch);
-
-	hit_kp(p);
-	if (b->c)
-		b->rsp_c = atomic64_inc_return(&call_seq);
-	return 0;
-}
-
-/*
- * Responses consumed by this interrupt, read from the shared page.  They
- * carry the `c` taken where the handler released the ring lock (sub-ordered
- * by index), so each sorts after the push of its request even when that
- * push came on another CPU after the interrupt began, and `_batch`, the
- * interrupt's own `c`, as do the grant calls the handler made: the harness
- * puts each response just before the first end of its request's grants
- * (docs/capture.md).
- */
-static int out_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
-{
-	struct d_irq *d = (void *)ri->data;
-	struct batch *b = this_cpu_ptr(&cpu_batch);
 	struct blkif_response rsp;
 	struct rinfo_view v;
-	struct call cl;
-	unsigned long flags;
+	struct call cl = { 0 };
 	RING_IDX idx;
-	u64 sub = 0, rsp_c;
+	u64 sub = 0;
 	struct rec r;
 
-	local_irq_save(flags);
-	hit_ri(ri);
-	rsp_c = b->rsp_c;
-	b->c = 0;
-	b->rsp_c = 0;
-	if (!ring_view(d->rinfo, &v, "blkif_interrupt-layout"))
-		goto out;
-	if (!d->cl.on || v.fr.rsp_cons == d->rsp_cons)
-		goto out;
-	if (v.fr.rsp_cons - d->rsp_cons > v.fr.nr_ents) {
-		lost("blkif.rsp-cons-jump", v.fr.rsp_cons - d->rsp_cons);
-		goto out;
+	hit_kp(p);
+	if (!b->c)
+		return 0;
+	b->rsp_c = atomic64_inc_return(&call_seq);
+	if (!b->on || !ring_view(b->rinfo, &v, "blkif_interrupt-layout") || v.fr.rsp_cons == b->rsp_cons)
+		return 0;
+	if (v.fr.rsp_cons - b->rsp_cons > v.fr.nr_ents) {
+		lost("blkif.rsp-cons-jump", v.fr.rsp_cons - b->rsp_cons);
+		return 0;
 	}
-	if (!rsp_c) {	/* consumed without passing the unlock: not this build's code */
-		lost("blkif_interrupt-unlock-unseen", v.fr.rsp_cons - d->rsp_cons);
-		goto out;
-	}
-	cl = d->cl;
-	cl.c = rsp_c;
-	cl.batch = d->cl.c;
-	for (idx = d->rsp_cons; idx != v.fr.rsp_cons; idx++) {
+	cl.t = b->t;
+	cl.c = b->rsp_c;
+	cl.batch = b->c;
+	cl.task = b->task;
+	cl.cpu = raw_smp_processor_id();
+	for (idx = b->rsp_cons; idx != v.fr.rsp_cons; idx++) {
 		memcpy(&rsp, RING_GET_RESPONSE(&v.fr, idx), sizeof(rsp));
 		ev_open(&r, XK_RSP, &cl);
 		rw(&r, v.ref0);
@@ -1461,9 +1483,126 @@ static int out_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
 		rw(&r, (s64)rsp.status);
 		ev_close(&r, ++sub, 0);
 	}
-out:
+	return 0;
+}
+
+/* The handler returns: responses it consumed without passing the unlock were not read. */
+static int out_blk_irq(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct d_irq *d = (void *)ri->data;
+	struct batch *b = this_cpu_ptr(&cpu_batch);
+	struct rinfo_view v;
+	unsigned long flags;
+	u64 rsp_c;
+
+	local_irq_save(flags);
+	hit_ri(ri);
+	rsp_c = b->rsp_c;
+	b->c = 0;
+	b->rsp_c = 0;
+	if (d->cl.on && !rsp_c && read_rinfo(d->rinfo, &v) == RINFO_OK && v.fr.rsp_cons != d->rsp_cons)
+		lost("blkif_interrupt-unlock-unseen", v.fr.rsp_cons - d->rsp_cons);
 	local_irq_restore(flags);
 	return 0;
+}
+
+/* ---------------------------------------------------------------- gnttab_list_lock */
+
+/*
+ * The free list changes only under gnttab_list_lock, and its order is the
+ * lock's: a free and an allocation on two CPUs may begin (`c`) in one
+ * order and take the lock in the other.  A probe on each call of
+ * _raw_spin_unlock_irqrestore in the grant-table functions runs with the
+ * lock still held (its first argument names the lock: only this one
+ * counts) and writes a `_lock` record with a number from call_seq.  The
+ * harness gives each to the innermost traced call open on that CPU and
+ * orders the free list's changes by it (docs/capture.md).
+ *
+ * The call sites are found in this kernel's own code at load: a call or
+ * jump instruction (E8 or E9, rel32) whose target is the unlock function
+ * (a function that ends by unlocking jumps to it).  kprobes
+ * checks that each is an instruction boundary, so a byte that only looks
+ * like one is refused, not probed.
+ */
+#define MAX_LOCK_SITES 24
+#define MAX_FN_BYTES 4096
+
+static const char *const lock_fns[] = {
+	"put_free_entry", "get_free_entries", "gnttab_grant_foreign_access",
+	"gnttab_alloc_grant_references", "gnttab_free_grant_reference",
+	"gnttab_free_grant_references", "gnttab_try_end_foreign_access",
+	"gnttab_end_foreign_access", "gnttab_handle_deferred",
+	"gnttab_request_free_callback", "gnttab_cancel_free_callback",
+};
+
+struct lock_site {
+	struct kprobe kp;
+	unsigned long missed_reported;
+};
+static struct lock_site lock_sites[MAX_LOCK_SITES];
+static int nr_lock_sites, lock_sites_refused;
+static atomic_long_t lock_hits = ATOMIC_LONG_INIT(0);
+
+static int on_list_unlock(struct kprobe *p, struct pt_regs *regs)
+{
+	u64 buf[sizeof(struct xr_head) / 8];
+	struct rec r;
+
+	if (regs->di != sym_gnttab_list_lock || !READ_ONCE(tracing))
+		return 0;
+	atomic_long_inc(&lock_hits);
+	rec_init(&r, buf, sizeof(buf), XK_LOCK, ktime_get_ns());
+	r.h->c = atomic64_inc_return(&call_seq);
+	r.h->task = in_task() ? task_pid_nr(current) : 0;
+	rec_seal(&r);
+	return 0;
+}
+
+static void lock_sites_register(void)
+{
+	static u8 code[MAX_FN_BYTES];
+	unsigned long start, size, at;
+	int f, err;
+
+	for (f = 0; f < ARRAY_SIZE(lock_fns); f++) {
+		if (fn_extent(lock_fns[f], &start, &size))
+			continue;	/* inlined into its callers in this build */
+		size = min(size, (unsigned long)MAX_FN_BYTES);
+		if (copy_from_kernel_nofault(code, (void *)start, size))
+			continue;
+		for (at = 0; at + 5 <= size; at++) {
+			struct lock_site *ls;
+
+			/* call, or jmp where the unlock ends a void function (a sibling call) */
+			if ((code[at] != 0xe8 && code[at] != 0xe9) ||
+			    start + at + 5 + (long)get_unaligned((s32 *)&code[at + 1]) != sym_unlock_irqrestore)
+				continue;
+			if (nr_lock_sites == MAX_LOCK_SITES) {
+				lock_sites_refused++;
+				continue;
+			}
+			ls = &lock_sites[nr_lock_sites];
+			memset(ls, 0, sizeof(*ls));
+			ls->kp.symbol_name = lock_fns[f];
+			ls->kp.offset = at;
+			ls->kp.pre_handler = on_list_unlock;
+			err = register_kprobe(&ls->kp);
+			if (err) {
+				lock_sites_refused++;
+				continue;
+			}
+			nr_lock_sites++;
+		}
+	}
+}
+
+static void lock_sites_unregister(void)
+{
+	int i;
+
+	for (i = 0; i < nr_lock_sites; i++)
+		unregister_kprobe(&lock_sites[i].kp);
+	nr_lock_sites = 0;
 }
 
 /* ---------------------------------------------------------------- probe table */
@@ -1741,6 +1880,14 @@ static void report_missed(void)
 			x->missed_reported = m;
 		}
 	}
+	for (i = 0; i < nr_lock_sites; i++) {
+		struct lock_site *ls = &lock_sites[i];
+
+		if (ls->kp.nmissed > ls->missed_reported) {
+			lost("gnttab_list_lock-unlock", ls->kp.nmissed - ls->missed_reported);
+			ls->missed_reported = ls->kp.nmissed;
+		}
+	}
 	mutex_unlock(&probe_mutex);
 }
 
@@ -1863,6 +2010,9 @@ static int stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "end_calls: %lld\n", (long long)atomic64_read(&end_calls));
 	seq_printf(m, "end_events: %lld\n", (long long)atomic64_read(&end_events));
 	seq_printf(m, "cb_fire: %s\n", sym_free_callback_list ? "on" : "off (sym_free_callback_list=0)");
+	seq_printf(m, "lock_sites: %d registered, %d refused, %ld hits%s\n", nr_lock_sites,
+		   lock_sites_refused, atomic_long_read(&lock_hits),
+		   sym_gnttab_list_lock ? "" : " (off: sym_gnttab_list_lock=0)");
 	mutex_lock(&probe_mutex);
 	seq_printf(m, "blkfront: %s\n", blkfront_state);
 	seq_puts(m, "failures:");
@@ -1950,19 +2100,30 @@ static void free_buffers(void)
 	vfree(gref_frame);
 }
 
-static int check_callback_list_address(void)
+/* An address given as a parameter must be the symbol it stands for (0: not given). */
+static int check_symbol(const char *param, unsigned long addr, const char *want)
 {
 	char name[KSYM_NAME_LEN];
 
-	if (!sym_free_callback_list)
+	if (!addr)
 		return 0;
-	sprint_symbol_no_offset(name, sym_free_callback_list);
-	if (strcmp(name, "gnttab_free_callback_list")) {
-		pr_err("sym_free_callback_list=%#lx is %s, not gnttab_free_callback_list\n",
-		       sym_free_callback_list, name);
+	sprint_symbol_no_offset(name, addr);
+	if (strcmp(name, want)) {
+		pr_err("%s=%#lx is %s, not %s\n", param, addr, name, want);
 		return -EINVAL;
 	}
 	return 0;
+}
+
+static int check_addresses(void)
+{
+	if (sym_gnttab_list_lock && !sym_unlock_irqrestore) {
+		pr_err("sym_gnttab_list_lock needs sym_unlock_irqrestore\n");
+		return -EINVAL;
+	}
+	return check_symbol("sym_free_callback_list", sym_free_callback_list, "gnttab_free_callback_list") ?:
+	       check_symbol("sym_gnttab_list_lock", sym_gnttab_list_lock, "gnttab_list_lock") ?:
+	       check_symbol("sym_unlock_irqrestore", sym_unlock_irqrestore, "_raw_spin_unlock_irqrestore");
 }
 
 static int __init xenrig_trace_init(void)
@@ -1975,7 +2136,7 @@ static int __init xenrig_trace_init(void)
 		pr_err("needs an HVM/PVH Xen guest (guest frames are read as our own pfns)\n");
 		return -ENODEV;
 	}
-	err = check_callback_list_address();
+	err = check_addresses();
 	if (err)
 		return err;
 	if (buf_mb < 1 || buf_mb > 1024)
@@ -2036,6 +2197,8 @@ static int __init xenrig_trace_init(void)
 		return err;
 	}
 	blkfront_register(true);	/* if xen_blkfront is loaded already */
+	if (sym_gnttab_list_lock)
+		lock_sites_register();
 	mutex_unlock(&probe_mutex);
 
 	dbg_dir = debugfs_create_dir("xenrig_trace", NULL);
@@ -2055,6 +2218,7 @@ static void __exit xenrig_trace_exit(void)
 	debugfs_remove_recursive(dbg_dir);
 	unregister_module_notifier(&module_nb);
 	mutex_lock(&probe_mutex);
+	lock_sites_unregister();
 	group_unregister(G_BLKFRONT);
 	group_unregister(G_CORE);
 	mutex_unlock(&probe_mutex);

@@ -23,7 +23,7 @@ assert HEAD.size == 56
 
 # enum xr_kind and XRF_* in xenrig_trace.c
 GRANT, END, DEFERRED_END, ALLOC, CLAIM, RELEASE, FREE, FREE_CHAIN, EXPAND, \
-    CB_REQUEST, CB_FIRE, CB_CANCEL, REQ, PUSH, RSP, RING_FREE = range(1, 17)
+    CB_REQUEST, CB_FIRE, CB_CANCEL, REQ, PUSH, RSP, RING_FREE, LOCK = range(1, 18)
 DROPPED, MISSED, UNSUPPORTED, CONFIG = range(64, 68)
 F_NESTED, F_SEGS_UNREAD, F_REQ_EVENT = 0x01, 0x02, 0x04
 
@@ -133,6 +133,8 @@ def _body(number: int, kind: int, flags: int, words: tuple[int, ...]) -> tuple[s
             ev["req_event"] = req_event
         ev["_rinfo"] = f"{rinfo:016x}"
         return "ring.push", ev
+    if kind == LOCK:
+        return "_lock", {}
     if kind == DROPPED:
         _need(number, kind, words, 1)
         return "_dropped", {"count": words[0]}
@@ -194,7 +196,7 @@ def encode(ev: dict) -> bytes:
     """One record from a raw event dict: the tracer's side of the layout,
     for tests that build traces (golden inputs, the replay of real shapes)."""
     kind_of = {name: k for k, (name, _, _) in _PLAIN.items()}
-    kind_of.update({"gnt.grant": GRANT, "gnt.end": END, "blkif.req": REQ, "ring.push": PUSH,
+    kind_of.update({"gnt.grant": GRANT, "gnt.end": END, "blkif.req": REQ, "ring.push": PUSH, "_lock": LOCK,
                     "_dropped": DROPPED, "_missed": MISSED, "_unsupported": UNSUPPORTED, "_config": CONFIG})
     name = ev["kind"]
     kind = kind_of[name]

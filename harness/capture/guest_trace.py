@@ -101,10 +101,12 @@ def _json_lines(lines: Iterable[str | bytes]) -> Iterable[_Line]:
         yield _Line(number, text, ev)
 
 
-def _read(items: Iterable[_Line]) -> tuple[list[_Line], list[_Line]]:
-    """Events and `_config` lines, after refusing markers of an incomplete capture."""
+def _read(items: Iterable[_Line]) -> tuple[list[_Line], list[_Line], list[_Line]]:
+    """Events, `_config` lines and `_lock` records, after refusing markers
+    of an incomplete capture."""
     events: list[_Line] = []
     configs: list[_Line] = []
+    locks: list[_Line] = []
     for line in items:
         ev = line.ev
         kind = ev["kind"]
@@ -121,6 +123,10 @@ def _read(items: Iterable[_Line]) -> tuple[list[_Line], list[_Line]]:
         if kind == "_config":
             configs.append(line)
             continue
+        if kind == "_lock":
+            _int(ev, "_c", line)
+            locks.append(line)
+            continue
         if kind not in GUEST_KINDS:
             raise _fail(line, 0, "", f"unknown guest event kind {kind!r}")
         _int(ev, "t_ns", line)
@@ -130,7 +136,7 @@ def _read(items: Iterable[_Line]) -> tuple[list[_Line], list[_Line]]:
         if ev.get("_nested"):
             continue
         events.append(line)
-    return events, configs
+    return events, configs, locks
 
 
 def _check_callbacks(events: list[_Line], configs: list[_Line]) -> None:
@@ -219,6 +225,70 @@ def _settle_allocations(events: list[_Line]) -> None:
             anchor = chains[-1] if chains else None
         if anchor is not None:
             line.order = (anchor.ev["_c"], anchor.ev.get("_s", 0), 1)
+
+
+def _lock_span(ev: dict) -> tuple[int, int | None] | None:
+    """Where a call releases gnttab_list_lock: after its `_c`, and before
+    its `_c_end` or (None) at some point after it returned (an end of
+    access whose ref the caller frees next: gnttab_end_foreign_access, the
+    deferred-end timer).  None: a call that does not take the lock."""
+    kind, c = ev["kind"], ev["_c"]
+    if kind == "gnt.alloc" or (kind == "gnt.grant" and ev.get("alloc")):
+        return c, ev.get("_c_end")
+    if kind in ("gnt.free", "gnt.free_chain", "gnt.cb_request", "gnt.cb_cancel"):
+        return c, None
+    if kind == "gnt.end" and ev.get("ok") and ev.get("mode") == "try":
+        return c, ev.get("_c_end")
+    if (kind == "gnt.end" and ev.get("ok") and ev.get("mode") == "end") or \
+            (kind == "gnt.deferred_end" and ev.get("ok")):
+        return c, None
+    return None
+
+
+def _order_by_lock(events: list[_Line], locks: list[_Line]) -> bool:
+    """Sort keys (`order`) with each free-list change at its place under
+    gnttab_list_lock, when the module recorded the lock (`_lock`: a number
+    from the same counter, taken just before the lock was released).
+
+    On each CPU a lock belongs to the innermost traced call open at that
+    point: the latest begun among the calls that take the lock and have
+    neither returned (`_c_end`) nor been given their lock yet; calls nest
+    on a CPU (an interrupt's calls end before the call it interrupted goes
+    on).  False, leaving `order` to _settle_allocations, when the records
+    do not pair up one to one (a lock no traced call explains, or a call
+    that took the lock without its record): then nothing is guessed."""
+    if not locks:
+        return False
+    calls: dict[object, list[tuple[int, int | None, _Line]]] = {}
+    for line in events:
+        span = _lock_span(line.ev)
+        if span is not None:
+            calls.setdefault(line.ev.get("_cpu"), []).append((span[0], span[1], line))
+    seqs: dict[object, list[int]] = {}
+    for lock in locks:
+        seqs.setdefault(lock.ev.get("_cpu"), []).append(lock.ev["_c"])
+    if set(calls) - set(seqs):
+        return False
+    placed: dict[int, int] = {}
+    for cpu, numbers in seqs.items():
+        mine = sorted(calls.get(cpu, ()), key=lambda span: span[0])
+        open_: list[tuple[int, int | None, _Line]] = []
+        nxt = 0
+        for seq in sorted(numbers):
+            while nxt < len(mine) and mine[nxt][0] < seq:
+                open_.append(mine[nxt])
+                nxt += 1
+            if any(end is not None and end < seq for _, end, _ in open_):
+                return False    # returned without its lock
+            if not open_:
+                return False
+            placed[id(open_.pop()[2])] = seq
+        if nxt < len(mine) or open_:
+            return False
+    for line in events:
+        ev = line.ev
+        line.order = (placed.get(id(line), ev["_c"]), ev.get("_s", 0), 0)
+    return True
 
 
 def _request_grefs(ev: dict) -> set[int]:
@@ -315,9 +385,10 @@ def parse_guest_records(data: bytes, guest_domid: int, ring_names: dict[int, str
 
 
 def _process(items: Iterable[_Line], guest_domid: int, ring_names: dict[int, str]) -> list[dict]:
-    events, configs = _read(items)
+    events, configs, locks = _read(items)
     _check_callbacks(events, configs)
-    _settle_allocations(events)
+    if not _order_by_lock(events, locks):
+        _settle_allocations(events)
     events.sort(key=lambda line: line.order)
     _place_responses(events)
     events.sort(key=lambda line: line.key)

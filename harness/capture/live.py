@@ -140,10 +140,22 @@ class CaptureSession:
                                  hint="The tracer needs the ring layout and the push site of the exact build") from None
             for key, value in offsets.items():
                 params[layout.MODULE_PARAMS[key]] = layout.param_value(value)
-        res = self.guest.run("grep -E ' gnttab_free_callback_list$' /proc/kallsyms", timeout_s=30)
-        m = re.match(r"([0-9a-f]{16}) ", res.stdout)
-        if m and int(m.group(1), 16):
-            params["sym_free_callback_list"] = f"0x{m.group(1)}"
+        # Addresses the tracer checks against kallsyms itself at load: a wrong
+        # one refuses the load, a missing one turns a feature off (stats say so).
+        symbols = {"gnttab_free_callback_list": "sym_free_callback_list",
+                   "gnttab_list_lock": "sym_gnttab_list_lock",
+                   "_raw_spin_unlock_irqrestore": "sym_unlock_irqrestore"}
+        res = self.guest.run("grep -E ' (" + "|".join(symbols) + ")$' /proc/kallsyms", timeout_s=30)
+        found = {}
+        for m in re.finditer(r"^([0-9a-f]{16}) [a-zA-Z] (\S+)$", res.stdout, re.M):
+            if m.group(2) in symbols and int(m.group(1), 16) and m.group(2) not in found:
+                found[m.group(2)] = f"0x{m.group(1)}"
+        if "gnttab_free_callback_list" in found:
+            params["sym_free_callback_list"] = found["gnttab_free_callback_list"]
+        # The free list's order under its lock needs both (docs/capture.md).
+        if "gnttab_list_lock" in found and "_raw_spin_unlock_irqrestore" in found:
+            params["sym_gnttab_list_lock"] = found["gnttab_list_lock"]
+            params["sym_unlock_irqrestore"] = found["_raw_spin_unlock_irqrestore"]
         return params
 
     def arm(self, tracer: BuiltModule, blkfront: BuiltModule | None) -> guest_modules.LoadedModule:
@@ -318,6 +330,10 @@ class CaptureSession:
             self.dropped_seen = _parse_stats(stats_text).get("dropped", self.dropped_seen)
         first = self.guest_records + 1
         self.guest_records += guest_records.count(records)
+        # The records as read, for a person or a later decoder: evidence even
+        # when the run cannot be judged (guest_records.decode reads them back).
+        with open(self.run_dir / "guest-records.bin", "ab") as fh:
+            fh.write(records)
         if self.failure:
             raise InfraError(self.failure)
         try:

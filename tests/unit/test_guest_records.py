@@ -47,6 +47,7 @@ RAW = [
     {"t_ns": 1, "kind": "_missed", "count": 462, "probe": "gnttab_try_end_foreign_access"},
     {"t_ns": 2, "kind": "_dropped", "count": 3},
     json.loads(line(25, "_unsupported", call="gnttab_grant_foreign_access_ref_seq")),
+    json.loads(line(26, "_lock", task=0, cpu=3)),
 ]
 
 
@@ -138,7 +139,8 @@ def test_the_layout_is_the_one_the_module_writes():
         "FREE": guest_records.FREE, "FREE_CHAIN": guest_records.FREE_CHAIN, "EXPAND": guest_records.EXPAND,
         "CB_REQUEST": guest_records.CB_REQUEST, "CB_FIRE": guest_records.CB_FIRE,
         "CB_CANCEL": guest_records.CB_CANCEL, "REQ": guest_records.REQ, "PUSH": guest_records.PUSH,
-        "RSP": guest_records.RSP, "RING_FREE": guest_records.RING_FREE, "DROPPED": guest_records.DROPPED,
+        "RSP": guest_records.RSP, "RING_FREE": guest_records.RING_FREE, "LOCK": guest_records.LOCK,
+        "DROPPED": guest_records.DROPPED,
         "MISSED": guest_records.MISSED, "UNSUPPORTED": guest_records.UNSUPPORTED, "CONFIG": guest_records.CONFIG}
     assert list(enum(r"enum \{ (END_REF, END_TRY, END_END) \};")) == [f"END_{m.upper()}" for m in guest_records.END_MODES]
     assert enum(r"enum \{ (RQ_RING.*?RQ_WORDS) \};")["RQ_WORDS"] == guest_records._RQ_WORDS

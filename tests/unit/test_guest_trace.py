@@ -357,3 +357,77 @@ def test_a_free_that_began_before_the_allocation_but_locked_after_goes_after_it(
     ])
     assert order[1:4] == [("gnt.end", 45), ("gnt.alloc", 45), ("gnt.end", 46)], order
     assert replay(with_harness_events(events), header=header()).outcome == "PASS"
+
+
+# -- gnttab_list_lock order (`_lock` records) -----------------------------
+
+
+def locked_ring_setup_lines():
+    """ring_setup_lines with the lock the allocation took (_c 3)."""
+    return [
+        ring_setup_lines()[0],
+        line(2, "gnt.alloc", t_end=True, c_end=4, count=1, head=8),
+        line(3, "_lock"),
+        line(5, "gnt.claim", t_end=True, head=8, ref=8),
+        line(6, "gnt.grant", ref=8, to=0, frame=4100, ro=False, alloc=False),
+    ]
+
+
+def frees_racing_an_allocation(with_locks):
+    """CPU 1 frees 40 while CPU 0 frees 41 and 42: the calls began 40, 41,
+    42 (`_c` 15, 16, 18) but took gnttab_list_lock 41, 40, 42, so the free
+    list's front is 42, 40, 41, and CPU 0's allocation of two gets 42 and
+    40 (its claims say so)."""
+    cpu1 = {"cpu": 1, "task": 500}
+    lines = locked_ring_setup_lines() + [
+        line(15, "gnt.free", ref=40, **cpu1),
+        line(16, "gnt.free", ref=41),
+        line(18, "gnt.free", ref=42),
+        line(21, "gnt.alloc", t_end=True, c_end=23, count=2, head=42),
+        line(24, "gnt.claim", t_end=True, head=42, ref=42),
+        line(25, "gnt.claim", t_end=True, head=40, ref=40),
+        line(26, "gnt.free_chain", head=LIST_END),
+    ]
+    if with_locks:
+        lines += [line(17, "_lock"), line(19, "_lock", **cpu1), line(20, "_lock"), line(22, "_lock"),
+                  line(27, "_lock")]
+    else:
+        lines = [ln for ln in lines if '"_lock"' not in ln]
+    return lines
+
+
+def test_the_free_list_follows_the_lock_not_the_order_calls_began():
+    events = parse_guest_lines(frees_racing_an_allocation(True), GUEST, RING_NAMES)
+    assert [ev.get("ref") for ev in events if ev["kind"] == "gnt.free"] == [41, 40, 42]
+    assert replay(with_harness_events(events), header=header()).outcome == "PASS"
+    # Without the lock's records the order the calls began is all there is:
+    # the model's chain is 42, 41 and the claim of 40 diverges (what 4-vCPU
+    # runs showed before the module recorded the lock).
+    events = parse_guest_lines(frees_racing_an_allocation(False), GUEST, RING_NAMES)
+    verdict = replay(with_harness_events(events), header=header())
+    assert verdict.outcome == "FAIL" and "claim names chain head 40, which is free" in verdict.divergence.message
+
+
+def test_a_lock_belongs_to_the_innermost_open_call_on_its_cpu():
+    # CPU 0 begins freeing 50 (_c 15); before it takes the lock an interrupt
+    # allocates one ref (_c 16 .. 18, lock 17), then the free takes its lock (19).
+    lines = locked_ring_setup_lines() + [
+        line(15, "gnt.free", ref=50),
+        line(16, "gnt.grant", t_end=True, c_end=18, task=0, ref=51, to=0, frame=7000, ro=False, alloc=True),
+        line(17, "_lock", task=0),
+        line(19, "_lock"),
+    ]
+    events = parse_guest_lines(lines, GUEST, RING_NAMES)
+    assert [(ev["kind"], ev.get("ref")) for ev in events[3:]] == [("gnt.grant", 51), ("gnt.free", 50)]
+
+
+@pytest.mark.parametrize("extra", [
+    [line(30, "_lock")],                                       # a lock no traced call explains
+    [line(30, "gnt.free", ref=60)],                            # a free whose lock was not recorded
+    [line(30, "gnt.grant", t_end=True, c_end=32, ref=61, to=0, frame=1, ro=False, alloc=True),
+     line(33, "_lock")],                                       # an allocation that returned before it
+], ids=["orphan-lock", "free-without-lock", "lock-after-return"])
+def test_records_that_do_not_pair_up_order_nothing_by_the_lock(extra):
+    lines = frees_racing_an_allocation(True) + extra
+    events = parse_guest_lines(lines, GUEST, RING_NAMES)
+    assert [ev.get("ref") for ev in events if ev["kind"] == "gnt.free"][:3] == [40, 41, 42]
