@@ -61,8 +61,10 @@ def _signed(word: int) -> int:
 
 
 def _name(words: tuple[int, ...]) -> str:
-    raw = struct.pack(f"<{len(words)}Q", *words)
-    return raw.split(b"\0", 1)[0].decode(errors="replace")
+    """A NUL-padded name; the guest wrote it, so only printable ASCII is kept
+    as it is (it goes into messages a person reads)."""
+    raw = struct.pack(f"<{len(words)}Q", *words).split(b"\0", 1)[0]
+    return "".join(chr(b) if 0x20 <= b < 0x7F else "?" for b in raw)
 
 
 def _segs(words: tuple[int, ...]) -> list[list[int]]:

@@ -174,3 +174,9 @@ def test_a_trace_read_one_cpu_buffer_after_another_replays_as_the_kernel_order(s
     events = parse_guest_records(data, GUEST, RING_NAMES)
     assert events == parse_guest_lines(lines, GUEST, RING_NAMES)
     assert replay(with_harness_events(events), header=header()).outcome == "PASS"
+
+
+def test_a_name_the_guest_wrote_keeps_only_printable_characters():
+    ev = {"t_ns": 1, "kind": "_missed", "count": 1, "probe": "push\n\x1b[2Jsite"}
+    (back,) = guest_records.decode(guest_records.encode(ev))
+    assert back["probe"] == "push??[2Jsite"
