@@ -251,25 +251,13 @@ def encode(ev: dict) -> bytes:
 
 
 
-def count(data: bytes) -> int:
-    """How many records `data` holds (as split() framed it)."""
-    pos = n = 0
-    while pos + 2 <= len(data):
-        (length,) = struct.unpack_from("<H", data, pos)
-        if not length:
-            break
-        pos += length
-        n += 1
-    return n
-
-
-def split(data: bytes, marker: bytes) -> tuple[bytes, bytes]:
+def split(data: bytes, marker: bytes) -> tuple[bytes, int, bytes]:
     """`data` is records followed by `marker` (the drain's shell output):
-    (the records, what follows the marker).  The walk goes by the records'
+    (the records, how many, what follows the marker).  The walk goes by the records'
     own lengths, so no byte inside a record is taken for the marker; a
     marker's first bytes are no valid header (its length would not be a
     multiple of 8)."""
-    pos = 0
+    pos = n = 0
     while not data.startswith(marker, pos):
         if len(data) - pos < HEAD.size:
             raise RecordError(f"the guest trace ends at byte {pos} without its end marker {marker!r}")
@@ -277,7 +265,8 @@ def split(data: bytes, marker: bytes) -> tuple[bytes, bytes]:
         if length < HEAD.size or length % 8:
             raise RecordError(f"guest trace record at byte {pos}: length {length} is not a record's")
         pos += length
-    return data[:pos], data[pos + len(marker):]
+        n += 1
+    return data[:pos], n, data[pos + len(marker):]
 
 
-__all__ = ["RecordError", "count", "decode", "encode", "split"]
+__all__ = ["RecordError", "decode", "encode", "split"]

@@ -233,14 +233,9 @@ def _lock_span(ev: dict) -> tuple[int, int | None] | None:
     access whose ref the caller frees next: gnttab_end_foreign_access, the
     deferred-end timer).  None: a call that does not take the lock."""
     kind, c = ev["kind"], ev["_c"]
-    if kind == "gnt.alloc" or (kind == "gnt.grant" and ev.get("alloc")):
+    if _is_alloc(ev) or (kind == "gnt.end" and ev.get("mode") == "try" and _puts_back(ev)):
         return c, ev.get("_c_end")
-    if kind in ("gnt.free", "gnt.free_chain", "gnt.cb_request", "gnt.cb_cancel"):
-        return c, None
-    if kind == "gnt.end" and ev.get("ok") and ev.get("mode") == "try":
-        return c, ev.get("_c_end")
-    if (kind == "gnt.end" and ev.get("ok") and ev.get("mode") == "end") or \
-            (kind == "gnt.deferred_end" and ev.get("ok")):
+    if _puts_back(ev) or kind in ("gnt.cb_request", "gnt.cb_cancel"):
         return c, None
     return None
 

@@ -148,14 +148,12 @@ class CaptureSession:
         res = self.guest.run("grep -E ' (" + "|".join(symbols) + ")$' /proc/kallsyms", timeout_s=30)
         found = {}
         for m in re.finditer(r"^([0-9a-f]{16}) [a-zA-Z] (\S+)$", res.stdout, re.M):
-            if m.group(2) in symbols and int(m.group(1), 16) and m.group(2) not in found:
-                found[m.group(2)] = f"0x{m.group(1)}"
-        if "gnttab_free_callback_list" in found:
-            params["sym_free_callback_list"] = found["gnttab_free_callback_list"]
-        # The free list's order under its lock needs both (docs/capture.md).
-        if "gnttab_list_lock" in found and "_raw_spin_unlock_irqrestore" in found:
-            params["sym_gnttab_list_lock"] = found["gnttab_list_lock"]
-            params["sym_unlock_irqrestore"] = found["_raw_spin_unlock_irqrestore"]
+            if m.group(2) in symbols and int(m.group(1), 16):
+                found.setdefault(symbols[m.group(2)], f"0x{m.group(1)}")
+        # The free list's order under its lock needs both addresses (docs/capture.md).
+        if "sym_gnttab_list_lock" in found and "sym_unlock_irqrestore" not in found:
+            del found["sym_gnttab_list_lock"]
+        params.update(found)
         return params
 
     def arm(self, tracer: BuiltModule, blkfront: BuiltModule | None) -> guest_modules.LoadedModule:
@@ -321,15 +319,15 @@ class CaptureSession:
                              timeout_s=timeout_s)
         try:
             # Binary records first: split by their own lengths, not by text.
-            records, rest = guest_records.split(res.stdout_bytes, b"=====xr\n")
+            records, nrecords, rest = guest_records.split(res.stdout_bytes, b"=====xr\n")
         except ValueError as exc:
-            records, rest = b"", b""
+            records, nrecords, rest = b"", 0, b""
             self.failure = self.failure or f"the guest trace cannot be used: {exc}"
         exer_text, _, stats_text = rest.decode(errors="replace").partition("=====xs\n")
         if stats_text:
             self.dropped_seen = _parse_stats(stats_text).get("dropped", self.dropped_seen)
         first = self.guest_records + 1
-        self.guest_records += guest_records.count(records)
+        self.guest_records += nrecords
         # The records as read, for a person or a later decoder: evidence even
         # when the run cannot be judged (guest_records.decode reads them back).
         with open(self.run_dir / "guest-records.bin", "ab") as fh:
