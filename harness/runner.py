@@ -22,7 +22,7 @@ from typing import Iterator
 
 from harness import outcome as outcome_mod
 from harness import aftermath, booted, build, canary, config, deathwatch, faults, guest, images, logfile, paths, report
-from harness.checks import guest_death, smoke
+from harness.checks import guest_death, reach, smoke
 from harness.capture.live import CaptureSession
 from harness.check import stepwise
 from harness.checks.result import ERROR, FAIL, PASS, CheckResult, overall
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def _brief(result: dict) -> str:
-    keys = ("op", "ret", "status", "ref", "handle", "exit", "entries", "nr_frames")
+    keys = ("op", "ret", "status", "ref", "handle", "exit", "entries", "nr_frames", "connected", "gone", "seconds")
     return " ".join(f"{k}={result[k]}" for k in keys if k in result)
 
 
@@ -227,6 +227,8 @@ def judge_capture(session: CaptureSession, steps: StepRunner | None, timeline: T
         elif verdict.outcome == "PASS":
             results.append(CheckResult("trace.model", PASS, f"the model accepts all {len(events)} events of the trace",
                                        f"kinds: {dict(sorted(verdict.kinds.items()))}" if verdict.kinds else ""))
+            # A trace the model accepts vouches only for the paths it went through.
+            results += reach.rings_filled(session.scenario.fill_rings, verdict.rings)
         elif verdict.outcome == FAIL and verdict.divergence is not None:
             d = verdict.divergence
             results.append(CheckResult("trace.model", FAIL, f"first divergence at seq {d.seq}: {d.rule}: {d.message}",
@@ -405,9 +407,10 @@ def _attempt(scenario: Scenario, host_cfg: HostConfig, run_dir: Path, timeline: 
                     if session is not None:
                         steps = None
                         if scenario.steps:
-                            vdevs = [d.vdev for d in scenario.guest.disks]
+                            # session.vdevs, the live list: a step that times out on a
+                            # vbd an earlier step attached is watched on that vbd too.
                             steps = live["steps"] = StepRunner(
-                                session, watch=lambda what: hang_watch(xen, g, vdevs, what),
+                                session, watch=lambda what: hang_watch(xen, g, session.vdevs, what),
                                 before=lambda index: faults.before_step(fault, index, xen, g, run_dir))
                             with timeline.stage("steps"):
                                 steps.run(scenario.steps, on_record=lambda r: timeline.note(

@@ -20,6 +20,7 @@ from harness.config import DiskConfig, ModuleStep, VbdStep
 from harness.errors import InfraError
 from harness.guest import modules as guest_modules
 from harness.guest.xlcfg import disk_spec
+from harness.host import slow_disk
 from harness.host.xen_host import AGENT_DIR
 
 STALL_SCRIPT = "stallhotplug.py"      # harness/remote/stallhotplug.py, uploaded on connect
@@ -71,10 +72,15 @@ class Lifecycle:
             raise InfraError(f"vbd step: the guest already has {step.vdev}",
                              hint="Detach it first, or attach another vdev")
         disks = cap.scenario.guest.disks
-        disk = DiskConfig(step.vdev, step.backend or (disks[0].backend if disks else "phy"), step.size_mib)
+        backend = "phy" if step.target in ("stalled", "slow") else step.backend or (disks[0].backend if disks else "phy")
+        disk = DiskConfig(step.vdev, backend, step.size_mib)
         image = self.guest.paths.vbd_image(disk)
         spec = disk_spec(disk, image)
-        if step.target == "missing":
+        if step.target == "slow":
+            image = slow_disk.create(self.xen, self.guest.domid, step.vdev, step.size_mib, step.latency_ms)
+            cap.slow.append(step.vdev)
+            spec = disk_spec(disk, image)
+        elif step.target == "missing":
             image += ".missing"
             spec = disk_spec(disk, image)
             self.xen.run(f"rm -f {shlex.quote(image)}", timeout_s=30)
@@ -90,8 +96,11 @@ class Lifecycle:
         res = self.xen.xl(f"block-attach {shlex.quote(self.guest.name)} {shlex.quote(spec)}",
                           check=False, timeout_s=timeout_s)
         out = {"xl_exit": res.exit_status, "xl_output": (res.stderr or res.stdout).strip()[-400:]}
-        if step.target == "file":
+        if step.target in ("file", "slow"):
             if not res.ok:
+                if step.target == "slow":
+                    slow_disk.remove(self.xen, self.guest.domid, step.vdev)
+                    cap.slow.remove(step.vdev)
                 raise InfraError(f"'xl block-attach' of {step.vdev} failed: {out['xl_output']}")
             cap.vdevs.append(step.vdev)
             cap.attached[step.vdev] = disk
@@ -132,6 +141,10 @@ class Lifecycle:
         for kept in (cap.vdevs, cap.stalled):
             if vdev in kept:
                 kept.remove(vdev)
+        if vdev in cap.slow:
+            # blkback let go of it when the device left the guest.
+            slow_disk.remove(self.xen, self.guest.domid, vdev)
+            cap.slow.remove(vdev)
         cap.attached.pop(vdev, None)
         front, back = self.states(vdev)
         out.update(gone=True, frontend_state=_state_name(front), backend_state=_state_name(back),

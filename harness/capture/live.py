@@ -113,6 +113,7 @@ class CaptureSession:
         self.vdevs = [d.vdev for d in scenario.guest.disks]   # the vbds connected now
         self.attached: dict = {}                              # vdev -> DiskConfig of a vbd a step attached
         self.stalled: list[str] = []                          # vbds whose backend waits in InitWait for ever
+        self.slow: list[str] = []                             # vbds on a slow disk (null_blk) in dom0
         self.blkfront: BuiltModule | None = None              # the build loaded (for a reload)
         self.rings_stale = True                               # a ring may have been set up since
         self.ring_names: dict[int, str] = {}                  # ring-ref -> "xvda/0"

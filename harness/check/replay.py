@@ -132,7 +132,7 @@ class _Run:
         verdict = Verdict(
             outcome=outcome, policy=checker.policy, events=self.count, trace=self.name,
             kinds={t.__struct_config__.tag: n for t, n in self.kinds.items()},
-            notes=notes, **extra,
+            notes=notes, rings=checker.state.fullest(), **extra,
         )
         if checker.series is not None:
             verdict.series = checker.series

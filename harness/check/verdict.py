@@ -36,6 +36,8 @@ class Verdict:
     error: str | None = None
     kinds: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Per ring: the most requests in flight at once and its slots.
+    rings: dict[str, dict[str, int]] = field(default_factory=dict)
     series: dict | None = None
     ledger: dict | None = None
 

@@ -147,7 +147,10 @@ class VbdStep:
     image does not exist; `target: stalled` (phy only) one whose hotplug
     script never hands blkback a device, so blkback maps the ring and waits
     in InitWait for ever.  For both the step waits `settle_s` and reports
-    the states both ends reached."""
+    the states both ends reached.  `target: slow` (phy only) attaches a
+    memory-backed null_blk device in dom0 that completes each request
+    `latency_ms` after it arrived: the guest's requests pile up, so its
+    rings fill (harness/host/slow_disk.py)."""
 
     op: Literal["attach", "detach"] = "attach"
     vdev: str = "xvdb"
@@ -155,12 +158,17 @@ class VbdStep:
     # puts every disk on qdisk attaches on qdisk too).
     backend: Literal["phy", "qdisk"] | None = None
     size_mib: int = field(default=16, metadata=_rng(1, 65536))
-    target: Literal["file", "missing", "stalled"] = "file"
+    target: Literal["file", "missing", "stalled", "slow"] = "file"
     settle_s: int = field(default=10, metadata=_rng(1, 600))
+    latency_ms: int = field(default=200, metadata=_rng(1, 10_000))
 
     def validate(self):
         if self.target == "stalled" and self.backend not in (None, "phy"):
             return "target", "stalled needs backend: phy (the kernel's blkback, held back by the hotplug script)"
+        if self.target == "slow" and self.backend not in (None, "phy"):
+            return "target", "slow needs backend: phy (the kernel's blkback on a null_blk device in dom0)"
+        if self.target == "slow" and self.size_mib > 4096:
+            return "size_mib", f"is {self.size_mib}, but a slow disk lives in dom0's memory: at most 4096"
         return DiskConfig(self.vdev, self.backend or "phy", self.size_mib).validate()
 
 
@@ -277,6 +285,10 @@ class Scenario:
     hang_after_s: int = field(default=0, metadata=_rng(0, 3600))
     repro: ReproSpec | None = None
     io_mib: int = field(default=4, metadata=_rng(1, 4096))
+    # Rings (vdev/queue, e.g. xvdb/1) the steps must fill, every slot in
+    # flight at once: blkfront stops and restarts a queue only on a full
+    # ring.  A captured run that never fills one is an ERROR, not a PASS.
+    fill_rings: list[str] = field(default_factory=list)
     description: str = ""
 
     def validate(self):
@@ -288,6 +300,11 @@ class Scenario:
         for name in self.checks:
             if name.split("[")[0] not in SMOKE_CHECKS:
                 return "checks", f"names an unknown check '{name}' (known: {', '.join(SMOKE_CHECKS)})"
+        for ring in self.fill_rings:
+            if not re.fullmatch(r"xvd[a-z]/[0-9]{1,2}", ring):
+                return "fill_rings", f"each entry is a ring as vdev/queue (e.g. xvdb/1), got {ring!r}"
+        if self.fill_rings and not self.capture:
+            return "fill_rings", "is judged from the captured trace: set 'capture: true'"
         for disk in self.guest.disks:
             if self.io_mib > disk.size_mib:
                 return "io_mib", f"is {self.io_mib} MiB but disk {disk.vdev} has only {disk.size_mib} MiB"

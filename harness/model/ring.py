@@ -54,7 +54,7 @@ class FrontRing:
     __slots__ = (
         "name", "dom", "backend", "grefs", "nr_ents", "connected", "persistent",
         "max_indirect", "req_prod_pvt", "req_prod", "rsp_cons", "rsp_prod",
-        "in_flight", "unpublished", "pending_n", "last_answered", "freed", "negotiated",
+        "in_flight", "unpublished", "pending_n", "last_answered", "freed", "negotiated", "peak",
     )
 
     def __init__(self, name: str, dom: int, backend: int, grefs: list[int], nr_ents: int,
@@ -78,6 +78,9 @@ class FrontRing:
         # The backend's rsp_prod, known only from ring.rsp_push events.
         self.rsp_prod: int | None = None
         self.in_flight: dict[int, Request] = {}
+        # The most requests ever in flight at once: whether a run reached a
+        # full ring (the queue stop and restart run only there).
+        self.peak = 0
         self.unpublished: list[Request] = []
         # grefs of the last answered request whose end was not tried yet
         self.pending_n = 0
@@ -108,6 +111,8 @@ class FrontRing:
     def add_request(self, request: Request) -> None:
         self.req_prod_pvt = (request.idx + 1) & M
         self.in_flight[request.id] = request
+        if len(self.in_flight) > self.peak:
+            self.peak = len(self.in_flight)
         self.unpublished.append(request)
 
     def push(self, old: int, new: int, notify: bool, req_event: int | None) -> None:

@@ -21,6 +21,7 @@ class RingEvents:
         self.hv = state.hv
         self.guests = state.guests
         self.rings = state.rings
+        self.all_rings = state.all_rings
         self.guest = state.guest
         self.ring = state.ring
         self.seed = state.seed
@@ -62,8 +63,9 @@ class RingEvents:
                 raise Divergence("ring.setup", f"ring page gref {gref} is not granted writable to the "
                                  f"backend d{ev.backend} (xenbus_grant_ring)",
                                  state={"ring": ev.ring, "gref": table.entry_state(gref)})
-        self.rings[ev.ring] = FrontRing(ev.ring, ev.dom, ev.backend, ev.grefs, ev.nr_ents,
-                                          ev.start & RING_IDX_MASK)
+        ring = self.rings[ev.ring] = FrontRing(ev.ring, ev.dom, ev.backend, ev.grefs, ev.nr_ents,
+                                                 ev.start & RING_IDX_MASK)
+        self.all_rings.append(ring)
 
     def on_connect(self, ev: s.BlkifConnect) -> None:
         ring = self.ring(ev.ring)

@@ -78,6 +78,9 @@ class ModelState:
                 self.hv.add_domain(dom)
         self.guests: dict[int, Guest] = {}
         self.rings: dict[str, FrontRing] = {}
+        # Every ring ever set up, also those torn down or set up again under
+        # the same name: the fullest each name got is the run's reach.
+        self.all_rings: list[FrontRing] = []
         self.notes: list[str] = []
         self.query_failed: set[int] = set()  # guests whose own query_size failed
 
@@ -87,6 +90,16 @@ class ModelState:
             table = self.hv.table(dom)
             guest = self.guests[dom] = Guest(dom, table, GuestAllocator(self.policy, table))
         return guest
+
+    def fullest(self) -> dict[str, dict[str, int]]:
+        """Per ring name: the most requests in flight at once and the ring's
+        slots (of its fullest life, when it was set up more than once)."""
+        out: dict[str, dict[str, int]] = {}
+        for ring in self.all_rings:
+            seen = out.get(ring.name)
+            if seen is None or ring.peak > seen["peak"]:
+                out[ring.name] = {"peak": ring.peak, "slots": ring.nr_ents}
+        return out
 
     def ring(self, name: str) -> FrontRing:
         ring = self.rings.get(name)

@@ -58,6 +58,7 @@ class BlkifMachine(RuleBasedStateMachine):
         self.req_event = (start + 1) & M  # SHARED_RING_INIT
         self.rsp_event = (start + 1) & M
         self.requests: dict[int, tuple[int, list[int]]] = {}  # id -> (op, grefs)
+        self.peak = 0  # the most requests in flight at once (a scenario's fill_rings)
         self.backend_queue: list[int] = []  # consumed, not yet answered
         self.req_cons = start
         self.rsp_prod = start
@@ -96,6 +97,7 @@ class BlkifMachine(RuleBasedStateMachine):
         else:
             self.emit("blkif.req", ring=RING, idx=self.req_prod_pvt, id=rid, op=op, segs=segs)
         self.requests[rid] = (op, refs)
+        self.peak = max(self.peak, len(self.requests))
         self.req_prod_pvt = (self.req_prod_pvt + 1) & M
 
     @rule()
@@ -164,6 +166,7 @@ class BlkifMachine(RuleBasedStateMachine):
         assert ring.invariants() == []
         assert self.checker.guests[GUEST].alloc.invariants() == []
         assert len(ring.in_flight) == (self.req_prod_pvt - self.rsp_cons) & M
+        assert self.checker.state.fullest() == {RING: {"peak": self.peak, "slots": NR_ENTS}}
 
 
 TestBlkifRing = BlkifMachine.TestCase

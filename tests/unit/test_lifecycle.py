@@ -102,9 +102,21 @@ def test_a_detach_that_never_completes_says_what_xl_said(monkeypatch):
     guest = FakeGuest([("test -e /sys/bus/xen/devices/vbd-", 0, "")])   # the device never goes
     guest.name = "xenrig-guest"
     guest.domid = 3
-    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvdc"], attached={}, stalled=[])
+    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvdc"], attached={}, stalled=[], slow=[])
     with pytest.raises(InfraError, match=r"still a device .*xl said \(exit 1\): libxl: error: timed out"):
         Lifecycle(capture).detach("xvdc", 0.01)
+
+
+def _attaching(xen, present, first_disk):
+    """A capture whose guest (domid 3) has `first_disk` and shows a device
+    while present["yes"]."""
+    guest = FakeGuest([])
+    guest.run = lambda command, timeout_s=None, **_: SimpleNamespace(exit_status=0 if present["yes"] else 1, ok=True,
+                                                                     stdout="")
+    guest.name, guest.domid = "xenrig-guest", 3
+    guest.paths = SimpleNamespace(vbd_image=lambda d: f"/r/vbd-{d.vdev}.img")
+    return SimpleNamespace(xen=xen, guest=guest, vdevs=["xvda"], attached={}, stalled=[], slow=[], rings_stale=False,
+                           scenario=SimpleNamespace(guest=SimpleNamespace(disks=[first_disk])))
 
 
 def test_a_stalled_vbd_goes_through_xl_with_the_holding_script_and_its_ring_is_learned_until_detached(monkeypatch):
@@ -117,13 +129,7 @@ def test_a_stalled_vbd_goes_through_xl_with_the_holding_script_and_its_ring_is_l
     xen.run = lambda command, timeout_s=None, **_: SimpleNamespace(
         stdout="3\n/local/domain/0/backend/vbd/3/51744\n" if "/backend 2>/dev/null" in command else "2\n", ok=True)
     present = {"yes": True}
-    guest = FakeGuest([])
-    guest.run = lambda command, timeout_s=None, **_: SimpleNamespace(exit_status=0 if present["yes"] else 1, ok=True,
-                                                                     stdout="")
-    guest.name, guest.domid = "xenrig-guest", 3
-    guest.paths = SimpleNamespace(vbd_image=lambda d: f"/r/vbd-{d.vdev}.img")
-    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvda"], attached={}, stalled=[], rings_stale=False,
-                              scenario=SimpleNamespace(guest=SimpleNamespace(disks=[DiskConfig("xvda", "phy", 64)])))
+    capture = _attaching(xen, present, DiskConfig("xvda", "phy", 64))
     out = Lifecycle(capture).attach(VbdStep(op="attach", vdev="xvdc", target="stalled", settle_s=1), 60)
     [call] = xen.xl_calls
     assert call.startswith("block-attach xenrig-guest ") and "backendtype=phy" in call
@@ -139,3 +145,64 @@ def test_stalled_needs_the_kernels_blkback():
     from harness.config import VbdStep
     assert VbdStep(target="stalled", backend="qdisk").validate()[0] == "target"
     assert VbdStep(target="stalled").validate() is None
+
+
+def test_a_slow_vbd_stands_on_a_null_blk_disk_made_before_and_removed_after_it(monkeypatch):
+    """target: slow: dom0 makes a timer-completed null_blk device named for
+    the guest and vdev, xl attaches it as phy, the detach removes it."""
+    monkeypatch.setattr("harness.capture.lifecycle.time.sleep", lambda s: None)
+    monkeypatch.setattr("harness.capture.lifecycle.guest_modules.wait_disks", lambda *a: 0.0)
+    from harness.config import DiskConfig, VbdStep
+    xen = FakeXen(4)
+    dom0 = []
+
+    def run(command, timeout_s=None, **_):
+        dom0.append(command)
+        if "/backend 2>/dev/null" in command:
+            return SimpleNamespace(stdout="4\n/local/domain/0/backend/vbd/3/51728\n", ok=True, exit_status=0, stderr="")
+        if "modprobe null_blk" in command:
+            return SimpleNamespace(stdout="/dev/xrslow-3-xvdb\n", ok=True, exit_status=0, stderr="")
+        return SimpleNamespace(stdout="4\n", ok=True, exit_status=0, stderr="")
+    xen.run = run
+    present = {"yes": True}
+    capture = _attaching(xen, present, DiskConfig("xvda", "qdisk", 64))
+    out = Lifecycle(capture).attach(VbdStep(op="attach", vdev="xvdb", target="slow", size_mib=32, latency_ms=250), 60)
+    made = next(c for c in dom0 if "modprobe null_blk" in c)
+    assert "nr_devices=0" in made and "mkdir /sys/kernel/config/nullb/xrslow-3-xvdb" in made
+    assert "echo 250000000 > /sys/kernel/config/nullb/xrslow-3-xvdb/completion_nsec" in made
+    assert "echo 32 > /sys/kernel/config/nullb/xrslow-3-xvdb/size" in made
+    [call] = xen.xl_calls
+    # A slow disk is blkback's even when the guest's first disk is on qdisk.
+    assert "backendtype=phy" in call and call.endswith("target=/dev/xrslow-3-xvdb")
+    assert out["connected"] and capture.slow == ["xvdb"] and capture.vdevs == ["xvda", "xvdb"]
+    present["yes"] = False
+    Lifecycle(capture).detach("xvdb", 60)
+    assert capture.slow == [] and capture.vdevs == ["xvda"]
+    assert any("rmdir /sys/kernel/config/nullb/xrslow-3-xvdb" in c for c in dom0)
+
+
+def test_a_slow_disk_dom0_cannot_make_is_an_error_naming_null_blk():
+    from harness.host import slow_disk
+    calls = []
+
+    def run(command, timeout_s=None, **_):
+        calls.append(command)
+        return SimpleNamespace(stdout="", stderr="modprobe: FATAL: Module null_blk not found", ok=False, exit_status=1)
+    with pytest.raises(InfraError, match="null_blk not found") as err:
+        slow_disk.create(SimpleNamespace(run=run), 5, "xvdc", 16, 100)
+    assert "CONFIG_BLK_DEV_NULL_BLK" in err.value.paragraph()
+    assert "rmdir /sys/kernel/config/nullb/xrslow-5-xvdc" in calls[-1]   # nothing half-made stays
+
+
+@pytest.mark.parametrize("domid, vdev", [(0, "xvda"), (3, "xvd;a"), (3, "sda"), ("3", "xvda")])
+def test_slow_disk_names_take_only_a_guest_domid_and_a_vdev(domid, vdev):
+    from harness.host import slow_disk
+    with pytest.raises(ValueError):
+        slow_disk.name_for(domid, vdev)
+
+
+def test_slow_needs_the_kernels_blkback():
+    from harness.config import VbdStep
+    assert VbdStep(target="slow", backend="qdisk").validate()[0] == "target"
+    assert VbdStep(target="slow", size_mib=8192).validate()[0] == "size_mib"
+    assert VbdStep(target="slow").validate() is None
