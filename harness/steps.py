@@ -157,12 +157,14 @@ class StepRunner:
             rec.result = cap.dom0(op)
             rec.seq = rec.result.pop("_seq", None)
             rec.op = op["op"]
-        elif step.vbd is not None or step.module is not None:
+        elif step.vbd is not None or step.module is not None or step.domain is not None:
             life = Lifecycle(cap)
             if step.vbd is not None:
                 rec.result = life.vbd(step.vbd, step.timeout_s)
-            else:
+            elif step.module is not None:
                 rec.result = life.module(step.module, step.timeout_s)
+            else:
+                rec.result = life.save_restore(step.timeout_s)
             # After every lifecycle step a quiet point: the torn-down rings
             # owe the end of their grants by now, and Xen's table says.
             self._dump(rec, prefix="quiet_")

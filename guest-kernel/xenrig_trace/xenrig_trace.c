@@ -133,6 +133,7 @@ enum xr_kind {
 	XK_FREE, XK_FREE_CHAIN, XK_EXPAND, XK_CB_REQUEST, XK_CB_FIRE, XK_CB_CANCEL,
 	XK_REQ, XK_PUSH, XK_RSP, XK_RING_FREE,
 	XK_LOCK,	/* gnttab_list_lock about to be released (see lock sites) */
+	XK_RESUME,	/* the domain came back from a suspend (save/restore, migration) */
 	/* the capture's own: what it could not see or keep, and its settings */
 	XK_DROPPED = 64, XK_MISSED, XK_UNSUPPORTED, XK_CONFIG,
 };
@@ -339,16 +340,21 @@ static unsigned long ctx_key(void)
 	return in_task() ? (unsigned long)current : interrupt_context_level();
 }
 
-static void call_begin(struct call *cl)
+static void call_begin_at(struct call *cl, u64 t)
 {
 	struct batch *b = this_cpu_ptr(&cpu_batch);
 
 	cl->on = READ_ONCE(tracing);
 	cl->c = atomic64_inc_return(&call_seq);
-	cl->t = ktime_get_ns();
+	cl->t = t;
 	cl->task = in_task() ? task_pid_nr(current) : 0;
 	cl->cpu = raw_smp_processor_id();
 	cl->batch = (b->c && b->key == ctx_key()) ? b->c : 0;
+}
+
+static void call_begin(struct call *cl)
+{
+	call_begin_at(cl, ktime_get_ns());
 }
 
 /* A record of call `cl` in this CPU's scratch area. */
@@ -737,7 +743,7 @@ static int out_claim(struct kretprobe_instance *ri, struct pt_regs *regs)
 }
 
 /* Calls with nothing to return: one event at entry. */
-enum simple_kind { K_RELEASE, K_FREE, K_FREE_CHAIN, K_CB_REQUEST, K_CB_CANCEL, K_SEQ };
+enum simple_kind { K_RELEASE, K_FREE, K_FREE_CHAIN, K_CB_REQUEST, K_CB_CANCEL, K_SEQ, K_RESUME };
 
 static int on_simple(struct kprobe *p, struct pt_regs *regs, enum simple_kind k)
 {
@@ -747,7 +753,15 @@ static int on_simple(struct kprobe *p, struct pt_regs *regs, enum simple_kind k)
 
 	local_irq_save(flags);
 	hit_kp(p);
-	call_begin(&cl);
+	/*
+	 * xen_arch_post_suspend runs while timekeeping is suspended, where
+	 * ktime_get_ns() WARNs; the fast accessor gives the time frozen at
+	 * the suspend (the records are ordered by call_seq, not by time).
+	 */
+	if (k == K_RESUME)
+		call_begin_at(&cl, ktime_get_mono_fast_ns());
+	else
+		call_begin(&cl);
 	if (!cl.on)
 		goto out;
 	switch (k) {
@@ -772,6 +786,16 @@ static int on_simple(struct kprobe *p, struct pt_regs *regs, enum simple_kind k)
 	case K_CB_CANCEL:
 		ev_open(&r, XK_CB_CANCEL, &cl);
 		rw(&r, ARG(regs, 0));
+		break;
+	case K_RESUME:
+		/*
+		 * xen_arch_post_suspend(cancelled), in xen_suspend under
+		 * stop_machine, before gnttab_resume: from here on the domain
+		 * is a new one (a new grant table in Xen, its entries zero)
+		 * unless the suspend was cancelled (a checkpoint: same domain).
+		 */
+		ev_open(&r, XK_RESUME, &cl);
+		rw(&r, ARG(regs, 0) ? 1 : 0);
 		break;
 	case K_SEQ:
 		/* Schema v1 has no kind for the *_seq calls: the trace is incomplete. */
@@ -813,6 +837,11 @@ static int on_cb_cancel(struct kprobe *p, struct pt_regs *regs)
 static int on_seq(struct kprobe *p, struct pt_regs *regs)
 {
 	return on_simple(p, regs, K_SEQ);
+}
+
+static int on_resume(struct kprobe *p, struct pt_regs *regs)
+{
+	return on_simple(p, regs, K_RESUME);
 }
 
 /*
@@ -1632,6 +1661,8 @@ static struct xprobe probes[] = {
 	KP("gnttab_free_grant_reference_seq", G_CORE, false, on_seq),
 	KRP("gnttab_expand", G_CORE, true, in_expand, out_expand, struct call),
 	KP("gnttab_map", G_CORE, true, on_map),
+	/* x86's; a kernel without it traces no save/restore (its stats say so) */
+	KP("xen_arch_post_suspend", G_CORE, false, on_resume),
 	/* wanted only with sym_free_callback_list */
 	KRP("do_free_callbacks", G_CORE, true, in_cbs, out_cbs, struct d_cbs),
 	/* wanted only with the blkfront layout */
@@ -1909,24 +1940,38 @@ static void emit_config(void)
 static struct dentry *dbg_dir;
 
 /*
- * Whole records of one CPU's buffer, at most `room` bytes, into `bounce`:
+ * Whole records of CPU `cpu`'s buffer, at most `room` bytes, into `bounce`:
  * how many bytes (0: none there; -EINVAL: its first record alone is
  * larger than `room`).  Consumed only once they reached the reader.
+ *
+ * A blkif_interrupt still running on that CPU has written the grant ends
+ * of its completions but not yet its responses (they are read at its
+ * unlock): its records, and what follows them, wait for the next read, so
+ * that the harness gets each interrupt whole and can put every response
+ * before the ends of its request's grants.  The interrupt sets its batch
+ * before it commits a record under this lock, so reading the batch under
+ * the lock sees every batch that has a record here.
  */
-static s64 take_cpu(struct cpu_buf *b, u64 room)
+static s64 take_cpu(struct cpu_buf *b, int cpu, u64 room)
 {
 	unsigned long flags;
-	u64 avail, n = 0, at, first;
-	u16 len;
+	u64 avail, n = 0, at, first, open;
+	bool held = false;
+	struct xr_head *h;
 
 	spin_lock_irqsave(&b->lock, flags);
+	open = READ_ONCE(per_cpu_ptr(&cpu_batch, cpu)->c);
 	avail = b->head - b->tail;
 	while (n < avail) {
 		/* Records are 8-byte aligned in a buffer of whole pages: a header never wraps. */
-		len = *(u16 *)(b->buf + (b->tail + n) % tb_size);
-		if (len < sizeof(struct xr_head) || n + len > room)
+		h = (struct xr_head *)(b->buf + (b->tail + n) % tb_size);
+		if (open && h->batch == open) {
+			held = true;
 			break;
-		n += len;
+		}
+		if (h->len < sizeof(struct xr_head) || n + h->len > room)
+			break;
+		n += h->len;
 	}
 	at = b->tail % tb_size;
 	first = min(n, tb_size - at);
@@ -1934,7 +1979,7 @@ static s64 take_cpu(struct cpu_buf *b, u64 room)
 	if (first < n)
 		memcpy(bounce + first, b->buf, n - first);
 	spin_unlock_irqrestore(&b->lock, flags);
-	return (!n && avail) ? -EINVAL : (s64)n;
+	return (!n && avail && !held) ? -EINVAL : (s64)n;
 }
 
 /* Every CPU's records, a CPU's after another's: the harness orders them by `c`. */
@@ -1953,7 +1998,7 @@ static ssize_t trace_read(struct file *f, char __user *ubuf, size_t count, loff_
 	for_each_possible_cpu(cpu) {
 		struct cpu_buf *b = &bufs[cpu];
 
-		n = take_cpu(b, min_t(u64, count - done, BOUNCE_BYTES));
+		n = take_cpu(b, cpu, min_t(u64, count - done, BOUNCE_BYTES));
 		if (n < 0) {
 			/* The reader's buffer is full, or too small for one record. */
 			if (!done)

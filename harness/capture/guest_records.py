@@ -23,7 +23,7 @@ assert HEAD.size == 56
 
 # enum xr_kind and XRF_* in xenrig_trace.c
 GRANT, END, DEFERRED_END, ALLOC, CLAIM, RELEASE, FREE, FREE_CHAIN, EXPAND, \
-    CB_REQUEST, CB_FIRE, CB_CANCEL, REQ, PUSH, RSP, RING_FREE, LOCK = range(1, 18)
+    CB_REQUEST, CB_FIRE, CB_CANCEL, REQ, PUSH, RSP, RING_FREE, LOCK, RESUME = range(1, 19)
 DROPPED, MISSED, UNSUPPORTED, CONFIG = range(64, 68)
 F_NESTED, F_SEGS_UNREAD, F_REQ_EVENT = 0x01, 0x02, 0x04
 
@@ -48,8 +48,9 @@ _PLAIN: dict[int, tuple[str, tuple[str, ...], frozenset[str]]] = {
     CB_CANCEL: ("gnt.cb_cancel", ("cb",), frozenset()),
     RSP: ("blkif.rsp", ("ring", "idx", "id", "op", "status"), frozenset({"status"})),
     RING_FREE: ("ring.free", ("ring", "req_prod", "rsp_cons"), frozenset()),
+    RESUME: ("guest.resume", ("cancelled",), frozenset()),
 }
-_BOOLS = frozenset({"ok"})
+_BOOLS = frozenset({"ok", "cancelled"})
 _RINGS = frozenset({"ring"})
 
 # blkif.req's fixed words (RQ_* in xenrig_trace.c)

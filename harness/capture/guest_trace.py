@@ -48,7 +48,7 @@ from harness.trace.schema import AnyEvent
 GUEST_KINDS = frozenset({
     "gnt.grant", "gnt.end", "gnt.deferred_end", "gnt.alloc", "gnt.claim", "gnt.release",
     "gnt.free", "gnt.free_chain", "gnt.expand", "gnt.cb_request", "gnt.cb_fire",
-    "gnt.cb_cancel", "blkif.req", "ring.push", "blkif.rsp", "ring.free",
+    "gnt.cb_cancel", "blkif.req", "ring.push", "blkif.rsp", "ring.free", "guest.resume",
 })
 RING_KINDS = frozenset({"blkif.req", "ring.push", "blkif.rsp", "ring.free"})
 HEAD_FIELDS = ("t_ns", "dom", "src", "kind")
@@ -292,8 +292,12 @@ def _request_grefs(ev: dict) -> set[int]:
     return grefs
 
 
-def _place_responses(events: list[_Line]) -> None:
-    """Sort keys: responses of each interrupt go before the first end of their grants."""
+def _place_responses(events: list[_Line], inflight: dict[tuple[str, int], set[int]] | None = None) -> None:
+    """Sort keys: responses of each interrupt go before the first end of their grants.
+
+    `inflight`: the grefs of each request (by ring and id) not yet answered,
+    carried from one drain to the next: a request may be issued before a
+    drain and answered after it (a slow backend, I/O across steps)."""
     tagged: dict[int, list[int]] = {}
     for pos, line in enumerate(events):
         ev = line.ev
@@ -302,7 +306,7 @@ def _place_responses(events: list[_Line]) -> None:
         if batch is not None and ev["kind"] != "blkif.rsp":
             tagged.setdefault(batch, []).append(pos)
 
-    inflight: dict[tuple[str, int], set[int]] = {}
+    inflight = {} if inflight is None else inflight
     pos = 0
     while pos < len(events):
         ev = events[pos].ev
@@ -371,32 +375,61 @@ def parse_guest_lines(lines: Iterable[str | bytes], guest_domid: int,
 
 
 def parse_guest_records(data: bytes, guest_domid: int, ring_names: dict[int, str],
-                        first_number: int = 1) -> list[dict]:
+                        first_number: int = 1, names_before_resume: dict[int, str] | None = None,
+                        inflight: dict | None = None) -> list[dict]:
     """The same from xenrig_trace's binary records (a whole number of them).
-    Raises ValueError naming the record for malformed or incomplete input."""
+    Raises ValueError naming the record for malformed or incomplete input.
+
+    `names_before_resume`: the guest was saved and restored since the last
+    drain.  Its rings were made anew after the resume, and a ring-ref may
+    now name another ring than before (blkfront frees every ring, then
+    grants the new ones from the head of the free list): the events before
+    the guest.resume record take their names from this map, and so do the
+    events after it on a ring-ref until its old ring is freed (blkfront
+    frees the old rings after the resume); the rest take theirs from
+    `ring_names`.  The records must then hold the resume.
+
+    `inflight`: the caller's map of requests not yet answered, kept from one
+    call to the next (see _place_responses)."""
     raws = guest_records.decode(data, first_number)
     return _process((_Line(first_number + i, None, ev) for i, ev in enumerate(raws)),
-                    guest_domid, ring_names)
+                    guest_domid, ring_names, names_before_resume, inflight)
 
 
-def _process(items: Iterable[_Line], guest_domid: int, ring_names: dict[int, str]) -> list[dict]:
+def _process(items: Iterable[_Line], guest_domid: int, ring_names: dict[int, str],
+             names_before_resume: dict[int, str] | None = None, inflight: dict | None = None) -> list[dict]:
     events, configs, locks = _read(items)
     _check_callbacks(events, configs)
     if not _order_by_lock(events, locks):
         _settle_allocations(events)
     events.sort(key=lambda line: line.order)
-    _place_responses(events)
+    _place_responses(events, inflight)
     events.sort(key=lambda line: line.key)
     out: list[dict] = []
     last_t = 0
+    resumed = names_before_resume is None
+    # A ring-ref first granted after the resume is only in the new map.
+    before = {**ring_names, **names_before_resume} if names_before_resume is not None else ring_names
+    made_anew: set[str] = set()   # ring values ("gref:N") whose old ring was freed after the resume
     for line in events:
-        ev = _finish(line, guest_domid, ring_names)
+        names = ring_names
+        if names_before_resume is not None and (not resumed or line.ev.get("ring") not in made_anew):
+            names = before
+        ev = _finish(line, guest_domid, names)
+        if ev["kind"] == "guest.resume" and not ev.get("cancelled"):
+            resumed = True
+        elif resumed and ev["kind"] == "ring.free":
+            made_anew.add(line.ev["ring"])
         ev["t_ns"] = last_t = max(ev["t_ns"], last_t)
         try:
             _validator.decode(json.dumps({"seq": 1, **ev}))
         except msgspec.ValidationError as exc:
             raise _fail(line, 0, "", f"does not fit trace schema v1 ({exc})") from None
         out.append(ev)
+    if not resumed:
+        raise ValueError("the guest was saved and restored, but its records hold no guest.resume "
+                         "(the tracer's xen_arch_post_suspend probe did not fire): which ring each "
+                         "event was on cannot be told")
     return out
 
 

@@ -12,12 +12,14 @@ digit checks, and is quoted: the guest is the subject under test.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import time
 
 from harness.checks import parsers
 from harness.config import DiskConfig, ModuleStep, VbdStep
-from harness.errors import InfraError
+from harness.errors import InfraError, XenrigError
+from harness.guest import hvm
 from harness.guest import modules as guest_modules
 from harness.guest.xlcfg import disk_spec
 from harness.host import slow_disk
@@ -77,8 +79,8 @@ class Lifecycle:
         image = self.guest.paths.vbd_image(disk)
         spec = disk_spec(disk, image)
         if step.target == "slow":
-            image = slow_disk.create(self.xen, self.guest.domid, step.vdev, step.size_mib, step.latency_ms)
-            cap.slow.append(step.vdev)
+            name, image = slow_disk.create(self.xen, self.guest.domid, step.vdev, step.size_mib, step.latency_ms)
+            cap.slow[step.vdev] = (name, image)
             spec = disk_spec(disk, image)
         elif step.target == "missing":
             image += ".missing"
@@ -99,8 +101,7 @@ class Lifecycle:
         if step.target in ("file", "slow"):
             if not res.ok:
                 if step.target == "slow":
-                    slow_disk.remove(self.xen, self.guest.domid, step.vdev)
-                    cap.slow.remove(step.vdev)
+                    slow_disk.remove(self.xen, cap.slow.pop(step.vdev)[0])
                 raise InfraError(f"'xl block-attach' of {step.vdev} failed: {out['xl_output']}")
             cap.vdevs.append(step.vdev)
             cap.attached[step.vdev] = disk
@@ -143,13 +144,64 @@ class Lifecycle:
                 kept.remove(vdev)
         if vdev in cap.slow:
             # blkback let go of it when the device left the guest.
-            slow_disk.remove(self.xen, self.guest.domid, vdev)
-            cap.slow.remove(vdev)
+            slow_disk.remove(self.xen, cap.slow.pop(vdev)[0])
         cap.attached.pop(vdev, None)
         front, back = self.states(vdev)
         out.update(gone=True, frontend_state=_state_name(front), backend_state=_state_name(back),
                    seconds=round(time.monotonic() - started, 2))
         return out
+
+    # -- the domain ------------------------------------------------------------
+    def save_restore(self, timeout_s: float) -> dict:
+        """xl save, then xl restore: the same guest in a new domain.
+
+        What the guest recorded so far leaves it first, its rings still
+        named as they are: blkfront makes them anew on resume, and a
+        ring-ref may then name another ring (the drain after the restore
+        names the events before the guest.resume record with the map kept
+        here).  The console QEMU wrote is kept, since the restored QEMU
+        starts the file again."""
+        cap, xen, guest = self.capture, self.xen, self.guest
+        cap.drain()
+        image = f"{guest.paths.run_dir}/save.img"
+        console = guest.paths.console_log
+        old = guest.domid
+        started = time.monotonic()
+        res = xen.xl(f"save {shlex.quote(guest.name)} {shlex.quote(image)}", check=False, timeout_s=timeout_s)
+        saved_s = time.monotonic() - started
+        if not res.ok:
+            xen.run(f"rm -f {shlex.quote(image)}", timeout_s=30)
+            raise InfraError(f"'xl save' of {guest.name} failed (exit {res.exit_status}): "
+                             + (res.stderr or res.stdout).strip()[-400:])
+        cap.names_before_resume = dict(cap.ring_names)
+        with contextlib.suppress(XenrigError):
+            before = xen.run(f"cat {shlex.quote(console)}", timeout_s=30)
+            (cap.run_dir / "guest-console-before-restore.log").write_text(before.stdout)
+        res = xen.xl(f"restore {shlex.quote(image)}", check=False, timeout_s=timeout_s)
+        xen.run(f"rm -f {shlex.quote(image)}", timeout_s=30)
+        if not res.ok:
+            raise InfraError(f"'xl restore' of {guest.name} failed (exit {res.exit_status}): "
+                             + (res.stderr or res.stdout).strip()[-400:],
+                             hint="The guest is gone: the run cannot go on")
+        new = xen.domid(guest.name)
+        if new is None:
+            raise InfraError(f"after 'xl restore' no domain is named {guest.name}")
+        guest.domid = new
+        restored_s = time.monotonic() - started - saved_s
+        hvm.wait_ready(guest, timeout_s, "save-restore")
+        # The block devices outlive the suspend, so their size says nothing
+        # here: blkfront has reconnected when both ends say Connected.
+        deadline = time.monotonic() + timeout_s
+        for vdev in cap.vdevs:
+            while (states := self.states(vdev)) != (CONNECTED, CONNECTED):
+                if time.monotonic() > deadline:
+                    raise InfraError(f"after 'xl restore' {vdev} did not connect again within {timeout_s:.0f} s "
+                                     f"(frontend {_state_name(states[0])}, backend {_state_name(states[1])})")
+                time.sleep(0.5)
+        guest_modules.wait_disks(guest, list(cap.vdevs), timeout_s, "save-restore")
+        cap.rings_stale = True
+        return {"old_domid": old, "new_domid": new, "connected": True, "save_s": round(saved_s, 2),
+                "restore_s": round(restored_s, 2), "seconds": round(time.monotonic() - started, 2)}
 
     # -- time ------------------------------------------------------------------
     def idle(self, seconds: int) -> dict:
@@ -232,9 +284,9 @@ class Lifecycle:
         if disk is None:
             raise InfraError(f"load blkfront: {vdev} is Closed and the harness does not know its disk to attach it again")
         name = shlex.quote(self.guest.name)
+        target = self.capture.slow[vdev][1] if vdev in self.capture.slow else self.guest.paths.vbd_image(disk)
         for what, command in (("block-detach", f"block-detach {name} {shlex.quote(vdev)}"),
-                              ("block-attach", f"block-attach {name} "
-                                               f"{shlex.quote(disk_spec(disk, self.guest.paths.vbd_image(disk)))}")):
+                              ("block-attach", f"block-attach {name} {shlex.quote(disk_spec(disk, target))}")):
             res = self.xen.xl(command, check=False, timeout_s=timeout_s)
             if not res.ok:
                 raise InfraError(f"load blkfront: 'xl {what}' of the Closed {vdev} failed: "

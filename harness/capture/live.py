@@ -101,6 +101,17 @@ class CaptureSession:
     def __init__(self, xen: XenHost, guest: HvmGuest, scenario: Scenario, run_dir: Path):
         self.armed = False
         self.xen, self.guest, self.scenario, self.run_dir = xen, guest, scenario, run_dir
+        # The guest's domain id in the trace, for the whole run: a restore
+        # (xl save/restore) makes the same guest another domain, and the
+        # model follows one guest (guest.resume says what changed).
+        # Commands to Xen and dom0 use guest.domid, the one it has now.
+        self.trace_dom = guest.domid
+        # ring-ref -> name as they were before a restore, until the drain
+        # that holds the guest.resume record (guest_trace.parse_guest_records).
+        self.names_before_resume: dict[int, str] | None = None
+        # Requests drained and not yet answered: their responses may come in a
+        # later drain and must still go before the ends of their grants.
+        self.unanswered: dict = {}
         max_frames = scenario.guest.max_grant_frames or DEFAULT_MAX_GRANT_FRAMES
         self.assembly = TraceAssembly(
             policy="linux-6.1", backend=_backend_kind(scenario), guest=guest.domid, backend_dom=0,
@@ -113,7 +124,7 @@ class CaptureSession:
         self.vdevs = [d.vdev for d in scenario.guest.disks]   # the vbds connected now
         self.attached: dict = {}                              # vdev -> DiskConfig of a vbd a step attached
         self.stalled: list[str] = []                          # vbds whose backend waits in InitWait for ever
-        self.slow: list[str] = []                             # vbds on a slow disk (null_blk) in dom0
+        self.slow: dict[str, tuple[str, str]] = {}            # vdev -> (name, /dev path) of its slow disk in dom0
         self.blkfront: BuiltModule | None = None              # the build loaded (for a reload)
         self.rings_stale = True                               # a ring may have been set up since
         self.ring_names: dict[int, str] = {}                  # ring-ref -> "xvda/0"
@@ -239,7 +250,7 @@ class CaptureSession:
         names such rings)."""
         if front.get("state") != "4":
             return None
-        return {"t_ns": 0, "dom": self.guest.domid, "src": "guest", "kind": "blkif.features", "ring": ring,
+        return {"t_ns": 0, "dom": self.trace_dom, "src": "guest", "kind": "blkif.features", "ring": ring,
                 "front": front, "back": back, "asked": self._asked_params(), "vcpus": self.scenario.guest.vcpus}
 
     def _asked_params(self) -> dict[str, int]:
@@ -263,6 +274,7 @@ class CaptureSession:
         blkif.connect before the ring's first request (facts from xenstore)."""
         out = []
         freed = set()
+        granted_after_free: set[int] = set()   # refs granted after some ring.free of this batch
         for ev in batch:
             ring = ev.get("ring")
             # A ring torn down before it carried a request is announced too:
@@ -275,6 +287,15 @@ class CaptureSession:
                 # Its next requests are a new ring under the same name.
                 self.rings_announced.discard(ring)
                 freed.add(ring)
+            elif ev["kind"] == "gnt.grant" and freed:
+                granted_after_free.add(ev["ref"])
+        # A ring freed here and made anew in the same batch (blkfront's
+        # resume frees every ring, then connects new ones): the new ring is
+        # announced like a fresh one once its page was granted after the
+        # free (so the ring-ref xenstore shows is the new ring's, not the
+        # old one's).
+        freed = {ring for ring in freed
+                 if not (ring in self._ring_paths and self._ring_paths[ring][2][0] in granted_after_free)}
         # A ring learned now that has carried nothing yet (its backend never
         # connected): announced after this batch, so that a quiet point's
         # read, which finds the ring page mapped by the backend, knows it.
@@ -292,7 +313,7 @@ class CaptureSession:
         """ring.setup, blkif.connect and (when connected) blkif.features for
         `ring`, from its xenstore nodes (read now unless given)."""
         _, _, refs = self._ring_paths[ring]
-        dom = self.guest.domid
+        dom = self.trace_dom
         out = [{"t_ns": t_ns, "dom": dom, "src": "guest", "kind": "ring.setup", "ring": ring,
                 "grefs": list(refs), "backend": 0, "nr_ents": blkif_ring_entries(len(refs)), "start": 0}]
         front, back = nodes or self._ring_nodes(ring)
@@ -336,7 +357,9 @@ class CaptureSession:
         if self.failure:
             raise InfraError(self.failure)
         try:
-            batch = guest_trace.parse_guest_records(records, self.guest.domid, self.ring_names, first)
+            batch = guest_trace.parse_guest_records(records, self.trace_dom, self.ring_names, first,
+                                                    self.names_before_resume, self.unanswered)
+            self.names_before_resume = None
         except ValueError as exc:
             self.failure = f"the guest trace cannot be used: {exc}"
             raise InfraError(f"the guest trace cannot be used: {exc}",
@@ -344,7 +367,7 @@ class CaptureSession:
         for line in exerciser_log.parse(exer_text):
             if line["seq"] > self.exerciser_seq:
                 self.exerciser_seq = line["seq"]
-                batch += [{**ev, "_exseq": line["seq"]} for ev in exerciser_log.to_events(line, self.guest.domid)]
+                batch += [{**ev, "_exseq": line["seq"]} for ev in exerciser_log.to_events(line, self.trace_dom)]
         batch.sort(key=lambda e: e["t_ns"])
         for ev in self.assembly.add(self._synthesize_rings(batch)):
             if "_exseq" in ev:
@@ -375,6 +398,17 @@ class CaptureSession:
         except ValueError:
             raise InfraError(f"the exerciser did not answer '{line}' with a log line (got {last[:200]!r})") from None
 
+    def _traced(self, events: list[dict]) -> list[dict]:
+        """dom0's and Xen's events name the guest by the domain id it has
+        now; the trace names it by its first (see trace_dom)."""
+        now = self.guest.domid
+        if now != self.trace_dom:
+            for ev in events:
+                for key in ("dom", "rdom"):
+                    if ev.get(key) == now:
+                        ev[key] = self.trace_dom
+        return events
+
     # -- dom0 ----------------------------------------------------------------
     DOM0_OPS_ON_GUEST = ("query_size", "setup_table", "map", "transfer", "get_version", "read_grant")
 
@@ -388,7 +422,7 @@ class CaptureSession:
         if self.agent is None:
             self.agent = dom0_agent.AgentSession(self.xen)
         result = self.agent.call(op)
-        placed = self.assembly.add(dom0_agent.to_events([result]), own_clock=False)
+        placed = self.assembly.add(self._traced(dom0_agent.to_events([result])), own_clock=False)
         result["_seq"] = placed[0]["seq"] if placed else None
         return result
 
@@ -414,7 +448,7 @@ class CaptureSession:
             text = self.xen.dmesg()
         try:
             dump = xen_dump.last_dump(text)
-            events = xen_dump.events(dump, [self.guest.domid], t_ns=time.monotonic_ns())
+            events = self._traced(xen_dump.events(dump, [self.guest.domid], t_ns=time.monotonic_ns()))
         except xen_dump.DumpParseError as exc:
             raise InfraError(f"Xen's grant dump could not be read: {exc}", log=str(self.run_dir / "xl-dmesg.txt")) from None
         with open(self.run_dir / "xen-grant-dumps.txt", "a") as fh:
@@ -443,7 +477,7 @@ class CaptureSession:
         # waited for Xen's log for many seconds).
         self.drain()
         self.assembly.add([{"t_ns": time.monotonic_ns(), "dom": 0, "src": "xen", "kind": "xen.table.begin",
-                            "rdom": self.guest.domid}], own_clock=False)
+                            "rdom": self.trace_dom}], own_clock=False)
         result = self.agent.call({"op": "read_table", "rdom": self.guest.domid, "nr_frames": nr_frames})
         entries = result.get("entries")
         if not isinstance(entries, list) or not all(
@@ -454,7 +488,7 @@ class CaptureSession:
             fh.writelines(f"{r:#06x} {f:#06x} {d:5d} {fr:#x}\n" for r, f, d, fr in entries)
         self.drain()
         self.assembly.add([{"t_ns": result["t_ns"], "dom": 0, "src": "xen", "kind": "xen.table",
-                            "rdom": self.guest.domid, "nr_frames": nr_frames,
+                            "rdom": self.trace_dom, "nr_frames": nr_frames,
                             "entries": [{"ref": r, "flags": f, "dom": d, "frame": fr} for r, f, d, fr in entries]}],
                           own_clock=False)
         return len(entries)

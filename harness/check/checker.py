@@ -14,6 +14,7 @@ from harness.model.gnttab import Expect, expected_status
 from harness.model.guest_grants import GuestGrantEvents
 from harness.model.hypercall_events import HypercallEvents
 from harness.model.negotiation import NegotiationEvents
+from harness.model.resume_events import ResumeEvents
 from harness.model.ring_events import RingEvents
 from harness.model.state import DEFAULT_POLICY, ModelState
 from harness.trace import schema as s
@@ -36,7 +37,7 @@ class Checker:
         self.handlers = {s.DomainDestroy: self.on_destroy}
         self.negotiation = NegotiationEvents(state)
         for part in (GuestGrantEvents(state), HypercallEvents(state), RingEvents(state),
-                     self.negotiation, self.xen_view):
+                     self.negotiation, self.xen_view, ResumeEvents(state, self.xen_view.baseline)):
             self.handlers.update(part.handlers())
         self.xen_view.attach(self.handlers)
         missing = set(s.EVENT_TYPES) - set(self.handlers)

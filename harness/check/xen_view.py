@@ -16,6 +16,7 @@ from harness.model.constants import (
     GTF_type_mask, GTF_writing,
 )
 from harness.model.gnttab import GrantTable
+from harness.model.resume_events import check_reissued
 from harness.model.rules import Divergence
 from harness.model.state import REQUIRED_SOFT, ModelState
 from harness.trace import schema as s
@@ -62,14 +63,21 @@ class XenView:
             by_ring.setdefault(ring.name, []).append(gref)
         name, refs = next(iter(by_ring.items()))
         table = guest.table
+        # A ref whose entry went with the old domain (guest.resume) is granted
+        # to nobody now; Linux still holds it, out of its free list for good.
+        where = ("Linux still holds them, never back on its free list (their entries went with the "
+                 "domain before the resume)" if all(r in guest.wiped for r in refs)
+                 else "they stay granted to the backend")
         raise Divergence("lifecycle.grant-leak", f"ring {name} was torn down (blkif_free_ring) and its "
-                         f"gref(s) {_refs(refs)} were never ended: they stay granted to the backend",
+                         f"gref(s) {_refs(refs)} were never ended: {where}",
                          expected="ended", actual="granted",
                          state={"ring": name, "leaked": refs, "by_ring": by_ring,
                                 "gref": table.entry_state(refs[0])})
 
     def on_dump(self, ev: s.XenGnttab) -> None:
         self._owed(ev.rdom)
+        if self.state.reissue_owed:
+            check_reissued(self.state)
         self.hv.add_domain(ev.rdom)
         table = self.hv.table(ev.rdom)
         if table.nr_frames is not None and ev.nr_frames != table.nr_frames:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config.loader import load
-from harness.config.schema import (DiskConfig, GuestConfig, HostConfig, ModulesConfig, ModuleSpec, ModuleStep,
+from harness.config.schema import (DiskConfig, DomainStep, GuestConfig, HostConfig, ModulesConfig, ModuleSpec, ModuleStep,
                                    ReproSignature, ReproSpec, Scenario, Step, Timeouts, VbdStep)
 
-__all__ = ["DiskConfig", "GuestConfig", "HostConfig", "ModuleSpec", "ModuleStep", "ModulesConfig", "ReproSignature",
+__all__ = ["DiskConfig", "DomainStep", "GuestConfig", "HostConfig", "ModuleSpec", "ModuleStep", "ModulesConfig", "ReproSignature",
            "ReproSpec", "Scenario", "Step", "Timeouts", "VbdStep", "load_host", "load_scenario"]
 
 

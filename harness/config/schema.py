@@ -183,6 +183,19 @@ class ModuleStep:
 
 
 @dataclass
+class DomainStep:
+    """The running guest saved and restored (`op: save-restore`): xl save
+    suspends it, writes its memory to a file in dom0 and destroys the
+    domain; xl restore makes a new domain of it.  The guest resumes where
+    it was: blkfront's resume path tears its rings down, connects new ones
+    and issues again the requests that were in flight.  The step waits
+    until the guest's agent answers and every vbd is connected again, and
+    reports the old and the new domain id."""
+
+    op: Literal["save-restore"] = "save-restore"
+
+
+@dataclass
 class Step:
     """One step of a scenario, run in order after the guest is up.
 
@@ -190,10 +203,10 @@ class Step:
     docs/exerciser.md), `shell` (a shell command in the guest), `dom0` (a
     GNTTABOP for dom0's grant agent: op plus its inputs), `dump: true` (a
     quiet point: Xen's grant dump goes into the trace), `vbd` (attach or
-    detach a disk), `module` (unload or load blkfront) or `idle_s` (the
-    guest left alone that long: blkfront's purge work and blkback's
-    persistent-grant timeout run); the last three end with a quiet point of
-    their own.  Values may name an
+    detach a disk), `module` (unload or load blkfront), `domain` (save
+    and restore the guest) or `idle_s` (the guest left alone that long:
+    blkfront's purge work and blkback's persistent-grant timeout run); the
+    last four end with a quiet point of their own.  Values may name an
     earlier step's result as "@ID.field"; "guest" in dom0 inputs means the
     guest's domain id.  `expect` lists result fields and the values they
     must have (GNTST names such as okay or bad_gntref are allowed for
@@ -209,15 +222,17 @@ class Step:
     dump: bool = False
     vbd: VbdStep | None = None
     module: ModuleStep | None = None
+    domain: DomainStep | None = None
     idle_s: int | None = field(default=None, metadata=_rng(1, 3600))
     expect: dict[str, str] = field(default_factory=dict)
     timeout_s: int = field(default=120, metadata=_rng(1, 3600))
 
     def validate(self):
-        given = [k for k in ("guest", "shell", "dom0", "vbd", "module", "idle_s") if getattr(self, k) is not None] \
+        given = [k for k in ("guest", "shell", "dom0", "vbd", "module", "domain", "idle_s")
+                 if getattr(self, k) is not None] \
             + (["dump"] if self.dump else [])
         if len(given) != 1:
-            return "name", ("a step needs exactly one of guest, shell, dom0, dump, vbd, module, idle_s; "
+            return "name", ("a step needs exactly one of guest, shell, dom0, dump, vbd, module, domain, idle_s; "
                             f"this one has {', '.join(given) or 'none'}")
         if self.idle_s is not None and self.idle_s >= self.timeout_s:
             return "idle_s", (f"{self.idle_s} s of idling does not fit in the step's timeout_s ({self.timeout_s}); "
@@ -295,8 +310,8 @@ class Scenario:
         ids = [st.id for st in self.steps if st.id]
         if len(set(ids)) != len(ids):
             return "steps", f"two steps share an id: {sorted(i for i in ids if ids.count(i) > 1)[0]}"
-        if not self.capture and any(st.dump or st.vbd or st.module for st in self.steps):
-            return "steps", "dump, vbd and module steps feed the captured trace: set 'capture: true'"
+        if not self.capture and any(st.dump or st.vbd or st.module or st.domain for st in self.steps):
+            return "steps", "dump, vbd, module and domain steps feed the captured trace: set 'capture: true'"
         for name in self.checks:
             if name.split("[")[0] not in SMOKE_CHECKS:
                 return "checks", f"names an unknown check '{name}' (known: {', '.join(SMOKE_CHECKS)})"

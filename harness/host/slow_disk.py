@@ -9,10 +9,13 @@ be scheduled; behind a device that takes a fixed time per request it fills
 on every run.  null_blk is in the stock kernel, configured through configfs
 with writes to files: dom0 needs no extra tool.
 
-Devices are named xrslow-<domid>-<vdev>: the guest that uses one is known
-from the name alone, so a device whose guest is gone (a killed run) is
-removed by the next one, and a device another job's live guest uses is
-never touched.  The names are built from numbers and a checked vdev only.
+Devices are named xrslow-<domid>-<vdev> after the guest they were made
+for, so a device left by a killed run is found by the next one: it is
+removed when no domain of that id exists any more and nothing holds the
+device open (blkback claims it exclusively), so a device a live guest uses
+(another job's, or this guest's after a restore gave it a new domain id)
+is never touched.  The names are built from numbers and a checked vdev
+only.
 """
 
 from __future__ import annotations
@@ -46,11 +49,15 @@ def _sweep_script() -> str:
             f'id=${{d##*/{PREFIX}}}; id=${{id%%-*}}; '
             'case "$id" in ""|*[!0-9]*) continue;; esac; '
             'xl list "$id" >/dev/null 2>&1 && continue; '
+            # Open exclusively: fails while blkback (or anyone) holds it.
+            'for n in "${d##*/}" "nullb$(cat "$d/index")"; do [ -b "/dev/$n" ] || continue; '
+            'python3 -c "import os,sys; os.close(os.open(sys.argv[1], os.O_RDONLY | os.O_EXCL))" "/dev/$n" '
+            '2>/dev/null || continue 2; done; '
             'echo 0 > "$d/power"; rmdir "$d"; done')
 
 
-def create(xen, domid: int, vdev: str, size_mib: int, latency_ms: int, timeout_s: float = 60) -> str:
-    """Make the slow disk for `vdev` of guest `domid`; its /dev path."""
+def create(xen, domid: int, vdev: str, size_mib: int, latency_ms: int, timeout_s: float = 60) -> tuple[str, str]:
+    """Make the slow disk for `vdev` of guest `domid`: (its name, its /dev path)."""
     name = name_for(domid, vdev)
     if not (1 <= size_mib <= 4096 and 1 <= latency_ms <= 10_000):
         raise ValueError(f"slow disk of {size_mib} MiB and {latency_ms} ms")
@@ -75,18 +82,19 @@ def create(xen, domid: int, vdev: str, size_mib: int, latency_ms: int, timeout_s
     if not res.ok or not re.fullmatch(r"/dev/[A-Za-z0-9-]{1,31}", path):
         # Nothing half-made stays; a removal that fails too must not hide why.
         with contextlib.suppress(InfraError):
-            remove(xen, domid, vdev)
+            remove(xen, name)
         raise InfraError(f"dom0 could not make the slow disk {name} for {vdev} (exit {res.exit_status}): "
                          + (res.stderr or res.stdout).strip()[-300:],
                          hint="It needs null_blk (CONFIG_BLK_DEV_NULL_BLK) and configfs in dom0's kernel")
-    return path
+    return name, path
 
 
-def remove(xen, domid: int, vdev: str, timeout_s: float = 30) -> None:
-    """Remove the slow disk of `vdev` (nothing if there is none).  Only once
+def remove(xen, name: str, timeout_s: float = 30) -> None:
+    """Remove the slow disk `name` (nothing if there is none).  Only once
     its vbd is detached or its guest destroyed: blkback must have let go."""
-    d = shlex.quote(f"{NULLB}/{name_for(domid, vdev)}")
+    if not re.fullmatch(re.escape(PREFIX) + r"[0-9]{1,5}-xvd[a-z]", name):
+        raise ValueError(f"not a slow disk's name: {name!r}")
+    d = shlex.quote(f"{NULLB}/{name}")
     res = xen.run(f"[ -d {d} ] || exit 0; echo 0 > {d}/power && rmdir {d}", timeout_s=timeout_s)
     if not res.ok:
-        raise InfraError(f"dom0 could not remove the slow disk {name_for(domid, vdev)}: "
-                         + (res.stderr or res.stdout).strip()[-300:])
+        raise InfraError(f"dom0 could not remove the slow disk {name}: " + (res.stderr or res.stdout).strip()[-300:])

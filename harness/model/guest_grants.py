@@ -118,6 +118,9 @@ class GuestGrantEvents:
         if flags[ref] & GTF_type_mask:
             raise Divergence("gnt.regrant-active", f"ref {ref} granted to d{ev.to} while its grant to "
                              f"d{guest.gdom[ref]} was never ended", state=guest.table.entry_state(ref))
+        if guest.wiped and ref in guest.wiped:
+            raise Divergence("gnt.regrant-active", f"ref {ref} granted to d{ev.to} after the resume while "
+                             "its grant from before the resume was never ended", state=guest.table.entry_state(ref))
         flags[ref] = GTF_permit_access | GTF_readonly if ev.ro else GTF_permit_access
         guest.gdom[ref] = ev.to
         guest.frame[ref] = ev.frame
@@ -143,6 +146,8 @@ class GuestGrantEvents:
         st = guest.st
         table = guest.table
         if not flags & GTF_type_mask or st[ref] not in ENDABLE:
+            if guest.wiped:
+                guest.wiped.discard(ref)   # its entry went with the old domain (guest.resume)
             if table.known[ref]:
                 raise Divergence("gnt.end-not-granted", f"end of access to ref {ref}, which is not "
                                  f"granted ({alloc._describe(ref)})", state=table.entry_state(ref))

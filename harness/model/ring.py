@@ -38,14 +38,15 @@ def blkif_ring_entries(pages: int) -> int:
 class Request:
     """A request in flight: what the response and the completion are checked against."""
 
-    __slots__ = ("id", "idx", "op", "grefs", "published")
+    __slots__ = ("id", "idx", "op", "grefs", "published", "ev")
 
-    def __init__(self, id: int, idx: int, op: int, grefs: list[int]):
+    def __init__(self, id: int, idx: int, op: int, grefs: list[int], ev=None):
         self.id = id
         self.idx = idx
         self.op = op          # the operation a response must echo
         self.grefs = grefs    # data and indirect-page grefs
         self.published = False
+        self.ev = ev          # the blkif.req it came from (its sectors, at a resume)
 
 
 class FrontRing:

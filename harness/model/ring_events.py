@@ -7,6 +7,7 @@ from __future__ import annotations
 from harness.model.blkif import check_grants, check_response, parse_request
 from harness.model.constants import GTF_permit_access, GTF_readonly, GTF_type_mask, RING_IDX_MASK
 from harness.model.negotiation import check_request
+from harness.model.resume_events import reissued
 from harness.model.ring import FrontRing, Request, blkif_ring_entries
 from harness.model.rules import Divergence
 from harness.model.state import Guest, ModelState
@@ -99,7 +100,9 @@ class RingEvents:
         for gref in grefs:
             uses[gref] += 1
             owner[gref] = ring
-        ring.add_request(Request(id, ev.idx, op, grefs))
+        ring.add_request(Request(id, ev.idx, op, grefs, ev))
+        if self.state.reissue_owed:
+            reissued(self.state, ev)
 
     def on_push(self, ev: s.RingPush) -> None:
         ring = self.ring(ev.ring)
@@ -166,14 +169,14 @@ class RingEvents:
         else:
             self._clear_pending(guest, ring)
         ring.freed = True
-        flags, owed, owner = guest.flags, guest.owed, guest.owner
+        flags, owed, owner, wiped = guest.flags, guest.owed, guest.owner, guest.wiped
         for gref in ring.grefs:
-            if gref < len(flags) and flags[gref] & GTF_type_mask:
+            if gref < len(flags) and (flags[gref] & GTF_type_mask or gref in wiped):
                 owed[gref] = ring
         for gref, who in enumerate(owner):
             if who is ring:
                 owner[gref] = None
-                if flags[gref] & GTF_type_mask:
+                if flags[gref] & GTF_type_mask or gref in wiped:
                     owed[gref] = ring
 
     @staticmethod

@@ -106,6 +106,8 @@ _RULES = [
          f"{XENC} gnttab_acquire_resource; harness/capture (the tracer's probes)"),
     Rule("lifecycle.grant-leak", "a ring torn down (blkif_free_ring) has ended every grant it held by the next quiet point: ring pages, persistent grants, grants of requests in flight",
          f"{LNXB} blkif_free_ring, blkif_free, blkfront_remove; {LNXG} gnttab_end_foreign_access"),
+    Rule("blkif.resume-lost-request", "every read or write in flight when the guest was suspended is issued again after the resume (its sectors, with the same operation) before the second quiet point after it",
+         f"{LNXB} blkfront_resume, blkif_recover", LINUX61),
     # shared rings
     Rule("ring.free", "a ring is torn down once per set-up",
          f"{LNXB} blkif_free_ring (info->rinfo freed and set to NULL after)"),

@@ -27,7 +27,7 @@ class Guest:
     """Per guest domain: its table, its allocator, the grants requests hold."""
 
     __slots__ = ("dom", "table", "alloc", "uses", "pending", "granted", "flags", "gdom", "frame",
-                 "pin", "st", "owner", "owed")
+                 "pin", "st", "owner", "owed", "wiped")
 
     def __init__(self, dom: int, table: GrantTable, alloc: GuestAllocator):
         self.dom = dom
@@ -48,6 +48,9 @@ class Guest:
         # it yet (ring.free): at the next quiet point each one left is a leak.
         self.owed: dict[int, FrontRing] = {}
         self.granted = 0  # entries granted and not ended
+        # Refs Linux held granted when the guest resumed in a new domain
+        # (guest.resume): Xen's entry is zero, Linux still owes their end.
+        self.wiped: set[int] = set()
 
     def reset_requests(self) -> None:
         self.uses[:] = [0] * len(self.uses)
@@ -81,6 +84,9 @@ class ModelState:
         # Every ring ever set up, also those torn down or set up again under
         # the same name: the fullest each name got is the run's reach.
         self.all_rings: list[FrontRing] = []
+        # Reads and writes in flight at a resume, not yet issued again
+        # (harness/model/resume_events.py).
+        self.reissue_owed: list = []
         self.notes: list[str] = []
         self.query_failed: set[int] = set()  # guests whose own query_size failed
 

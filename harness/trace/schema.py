@@ -402,6 +402,18 @@ class DomainDestroy(Event, tag="domain.destroy", **_RECORD):
     rdom: U16
 
 
+class GuestResume(Event, tag="guest.resume", **_RECORD):
+    """The guest came back from a suspend (xen_arch_post_suspend, before
+    gnttab_resume).  Unless `cancelled` (a checkpoint: the same domain runs
+    on), it runs in a new domain: Xen's grant table for it is new, every
+    entry zero, and nothing another domain mapped of the old one is mapped
+    any more.  What Linux holds (its free list, its rings' requests) is in
+    the guest's memory and unchanged.  The trace keeps the guest's first
+    domain id throughout (the harness maps the new one back)."""
+
+    cancelled: bool = False
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     GntSetup, GntAlloc, GntClaim, GntRelease, GntFree, GntFreeChain, GntGrant,
     GntEnd, GntDeferredEnd, GntExpand, GntCbRequest, GntCbFire, GntCbCancel,
@@ -410,7 +422,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OpSetVersion, OpGetVersion,
     RingSetup, BlkifConnect, BlkifFeatures, BlkifReq, RingPush, BlkifRsp, RingRspPush,
     BlkifDisconnect, RingFree,
-    XenGnttab, XenTableBegin, XenTable, DomainDestroy,
+    XenGnttab, XenTableBegin, XenTable, DomainDestroy, GuestResume,
 )
 
 AnyEvent = Union[EVENT_TYPES]  # type: ignore[valid-type]

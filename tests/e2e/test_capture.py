@@ -205,3 +205,39 @@ def test_the_same_slow_disk_workload_passes_when_blkfront_restarts_every_queue(t
     steps = [c for c in report["checks"] if c["id"].startswith("step ")]
     assert len(steps) == 4 and all(c["outcome"] == "PASS" for c in steps), steps
     assert not any(c["id"] == "hang" for c in report["checks"])
+
+
+@pytest.mark.timeout(1800)
+def test_blkfront_resume_after_save_and_restore_passes_with_every_request_issued_again(tmp_path, no_stack_left):
+    rc, out, report = run(REPO / "configs" / "scenarios" / "blkfront-resume.yaml", tmp_path)
+    assert rc == 0, out
+    step = next(c for c in report["checks"] if c["id"].startswith("step save and restore"))
+    assert step["outcome"] == "PASS", step
+    moved = json.loads(step["evidence"])
+    assert moved["old_domid"] != moved["new_domid"], moved
+    events = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()[1:]]
+    kinds = [ev["kind"] for ev in events]
+    # The tracer saw the resume, blkfront tore the full ring down after it and
+    # issued the writes again; the trace names the guest by its first domain.
+    assert kinds.count("guest.resume") == 1
+    at = kinds.index("guest.resume")
+    assert "ring.free" in kinds[at:] and "blkif.req" in kinds[at:]
+    assert {ev["dom"] for ev in events if ev["src"] == "guest"} == {moved["old_domid"]}
+    notes = report["info"]["verdict"]["notes"]
+    assert any("resumed in a new domain" in n and "write(s) in flight were owed again" in n for n in notes), notes
+    owed = next(n for n in notes if "resumed in a new domain" in n)
+    assert not owed.split("; ")[-1].startswith("0 "), owed
+    filled = next(c for c in report["checks"] if c["id"] == "trace.rings-filled")
+    assert filled["outcome"] == "PASS", filled
+    data = next(c for c in report["checks"] if c["id"].startswith("step what the writers wrote"))
+    assert data["outcome"] == "PASS" and "of 40 blocks written, ok=1" in data["evidence"], data
+
+
+@pytest.mark.timeout(1800)
+def test_a_blkfront_losing_requests_on_resume_fails_naming_the_request(tmp_path, no_stack_left):
+    rc, out, report = run(REPO / "configs" / "scenarios" / "blkfront-resume.yaml", tmp_path,
+                          "--set", "modules.blkfront.patches=[guest-kernel/patches/bug-resume-loses-requests.patch]")
+    assert rc == 1, out
+    div = report["info"]["verdict"]["divergence"]
+    assert div["rule"] == "blkif.resume-lost-request", div
+    assert "on ring xvdb/0 (WRITE of sectors" in div["message"] and "never issued again" in div["message"], div

@@ -139,6 +139,7 @@ def test_the_layout_is_the_one_the_module_writes():
         "CB_REQUEST": guest_records.CB_REQUEST, "CB_FIRE": guest_records.CB_FIRE,
         "CB_CANCEL": guest_records.CB_CANCEL, "REQ": guest_records.REQ, "PUSH": guest_records.PUSH,
         "RSP": guest_records.RSP, "RING_FREE": guest_records.RING_FREE, "LOCK": guest_records.LOCK,
+        "RESUME": guest_records.RESUME,
         "DROPPED": guest_records.DROPPED,
         "MISSED": guest_records.MISSED, "UNSUPPORTED": guest_records.UNSUPPORTED, "CONFIG": guest_records.CONFIG}
     assert list(enum(r"enum \{ (END_REF, END_TRY, END_END) \};")) == [f"END_{m.upper()}" for m in guest_records.END_MODES]
@@ -179,3 +180,47 @@ def test_a_name_the_guest_wrote_keeps_only_printable_characters():
     ev = {"t_ns": 1, "kind": "_missed", "count": 1, "probe": "push\n\x1b[2Jsite"}
     (back,) = guest_records.decode(guest_records.encode(ev))
     assert back["probe"] == "push??[2Jsite"
+
+
+def test_rings_made_anew_on_resume_take_their_names_from_before_and_after_the_resume_record():
+    """After a restore blkfront frees every ring and grants the new ones from
+    the head of its free list: ring-ref 8, xvda/0's before, may be xvda/1's
+    after.  The events before guest.resume, and the frees of the old rings
+    after it, keep the old names."""
+    raws = [json.loads(line(1, "blkif.req", ring="gref:8", idx=0, op=1, id=0, sector=0, segs=[[9, 0, 7]])),
+            json.loads(line(2, "guest.resume", cancelled=False)),
+            json.loads(line(3, "ring.free", ring="gref:8", req_prod=1, rsp_cons=0)),
+            json.loads(line(4, "ring.free", ring="gref:12", req_prod=1, rsp_cons=1)),
+            json.loads(line(5, "blkif.req", ring="gref:8", idx=0, op=1, id=0, sector=0, segs=[[9, 0, 7]]))]
+    data = b"".join(guest_records.encode(ev) for ev in raws)
+    before = {8: "xvda/0", 12: "xvda/1"}
+    events = parse_guest_records(data, GUEST, {8: "xvda/1", 12: "xvda/0"}, 1, names_before_resume=before)
+    assert [(ev["kind"], ev.get("ring")) for ev in events] == [
+        ("blkif.req", "xvda/0"), ("guest.resume", None), ("ring.free", "xvda/0"), ("ring.free", "xvda/1"),
+        ("blkif.req", "xvda/1")]
+
+
+def test_a_restore_whose_records_hold_no_resume_cannot_name_its_rings():
+    data = guest_records.encode(json.loads(line(1, "ring.free", ring="gref:8", req_prod=1, rsp_cons=1)))
+    with pytest.raises(ValueError, match="no guest.resume"):
+        parse_guest_records(data, GUEST, {8: "xvda/0"}, 1, names_before_resume={8: "xvda/0"})
+
+
+def test_a_response_drained_after_its_request_still_goes_before_its_grant_ends():
+    """A slow backend answers a request issued before the last drain: the
+    interrupt's ends come before its responses in the records (responses
+    are read at the unlock), and the request is only in the map kept from
+    the earlier drain."""
+    unanswered = {}
+    req = guest_records.encode(json.loads(line(1, "blkif.req", ring="gref:8", idx=0, op=1, id=0, sector=0,
+                                                segs=[[9, 0, 7]])))
+    parse_guest_records(req, GUEST, RING_NAMES, 1, inflight=unanswered)
+    irq = b"".join(guest_records.encode(json.loads(text)) for text in (
+        line(3, "gnt.end", t_end=True, task=0, batch=2, ref=9, ok=True, mode="try"),
+        line(4, "blkif.rsp", sub=1, task=0, batch=2, ring="gref:8", idx=0, id=0, op=1, status=0)))
+    events = parse_guest_records(irq, GUEST, RING_NAMES, 2, inflight=unanswered)
+    assert [ev["kind"] for ev in events] == ["blkif.rsp", "gnt.end"]
+    assert unanswered == {}
+    # Without the map the response would be left after the ends.
+    events = parse_guest_records(irq, GUEST, RING_NAMES, 2, inflight={})
+    assert [ev["kind"] for ev in events] == ["gnt.end", "blkif.rsp"]

@@ -81,7 +81,7 @@ def test_load_remakes_through_the_toolstack_a_vbd_left_closed(monkeypatch, front
     from harness.config import DiskConfig
     xen = FakeXen(front_state)
     guest = SimpleNamespace(domid=3, name="xenrig-guest", paths=SimpleNamespace(vbd_image=lambda d: f"/r/vbd-{d.vdev}.img"))
-    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvda"], rings_stale=False, attached={},
+    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvda"], rings_stale=False, attached={}, slow={},
                               blkfront=SimpleNamespace(name="xen_blkfront"),
                               scenario=SimpleNamespace(guest=SimpleNamespace(disks=[DiskConfig("xvda", "phy", 64)])))
     out = Lifecycle(capture).load(60)
@@ -102,7 +102,7 @@ def test_a_detach_that_never_completes_says_what_xl_said(monkeypatch):
     guest = FakeGuest([("test -e /sys/bus/xen/devices/vbd-", 0, "")])   # the device never goes
     guest.name = "xenrig-guest"
     guest.domid = 3
-    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvdc"], attached={}, stalled=[], slow=[])
+    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvdc"], attached={}, stalled=[], slow={})
     with pytest.raises(InfraError, match=r"still a device .*xl said \(exit 1\): libxl: error: timed out"):
         Lifecycle(capture).detach("xvdc", 0.01)
 
@@ -115,7 +115,7 @@ def _attaching(xen, present, first_disk):
                                                                      stdout="")
     guest.name, guest.domid = "xenrig-guest", 3
     guest.paths = SimpleNamespace(vbd_image=lambda d: f"/r/vbd-{d.vdev}.img")
-    return SimpleNamespace(xen=xen, guest=guest, vdevs=["xvda"], attached={}, stalled=[], slow=[], rings_stale=False,
+    return SimpleNamespace(xen=xen, guest=guest, vdevs=["xvda"], attached={}, stalled=[], slow={}, rings_stale=False,
                            scenario=SimpleNamespace(guest=SimpleNamespace(disks=[first_disk])))
 
 
@@ -174,10 +174,11 @@ def test_a_slow_vbd_stands_on_a_null_blk_disk_made_before_and_removed_after_it(m
     [call] = xen.xl_calls
     # A slow disk is blkback's even when the guest's first disk is on qdisk.
     assert "backendtype=phy" in call and call.endswith("target=/dev/xrslow-3-xvdb")
-    assert out["connected"] and capture.slow == ["xvdb"] and capture.vdevs == ["xvda", "xvdb"]
+    assert out["connected"] and capture.slow == {"xvdb": ("xrslow-3-xvdb", "/dev/xrslow-3-xvdb")}
+    assert capture.vdevs == ["xvda", "xvdb"]
     present["yes"] = False
     Lifecycle(capture).detach("xvdb", 60)
-    assert capture.slow == [] and capture.vdevs == ["xvda"]
+    assert capture.slow == {} and capture.vdevs == ["xvda"]
     assert any("rmdir /sys/kernel/config/nullb/xrslow-3-xvdb" in c for c in dom0)
 
 
@@ -206,3 +207,57 @@ def test_slow_needs_the_kernels_blkback():
     assert VbdStep(target="slow", backend="qdisk").validate()[0] == "target"
     assert VbdStep(target="slow", size_mib=8192).validate()[0] == "size_mib"
     assert VbdStep(target="slow").validate() is None
+
+
+def _restoring(tmp_path, monkeypatch, save_ok=True):
+    monkeypatch.setattr("harness.capture.lifecycle.time.sleep", lambda s: None)
+    monkeypatch.setattr("harness.capture.lifecycle.hvm.wait_ready", lambda *a: None)
+    monkeypatch.setattr("harness.capture.lifecycle.guest_modules.wait_disks", lambda *a: 0.0)
+    from harness.config import DiskConfig
+    xen = FakeXen(4)
+    dom0 = []
+    domids = iter([7])
+
+    def run(command, timeout_s=None, **_):
+        dom0.append(command)
+        if "/backend 2>/dev/null" in command:
+            return SimpleNamespace(stdout="4\n/local/domain/0/backend/vbd/7/51712\n", ok=True, exit_status=0, stderr="")
+        return SimpleNamespace(stdout="console before\n" if command.startswith("cat ") else "4\n", ok=True,
+                               exit_status=0, stderr="")
+
+    def xl(command, check=False, timeout_s=None):
+        xen.xl_calls.append(command)
+        ok = save_ok or not command.startswith("save")
+        return SimpleNamespace(ok=ok, exit_status=0 if ok else 1, stdout="", stderr="" if ok else "xc: error: suspend failed")
+    xen.run, xen.xl = run, xl
+    xen.domid = lambda name: next(domids)
+    capture = _attaching(xen, {"yes": True}, DiskConfig("xvda", "phy", 64))
+    capture.guest.paths = SimpleNamespace(run_dir="/run/xenrig/guests/xenrig-guest",
+                                          console_log="/run/xenrig/guests/xenrig-guest/console.log")
+    capture.run_dir, capture.ring_names, capture.names_before_resume = tmp_path, {8: "xvda/0"}, None
+    capture.drained = 0
+    capture.drain = lambda: setattr(capture, "drained", capture.drained + 1)
+    return Lifecycle(capture), capture, xen, dom0
+
+
+def test_save_restore_drains_first_then_follows_the_guest_into_its_new_domain(tmp_path, monkeypatch):
+    life, capture, xen, dom0 = _restoring(tmp_path, monkeypatch)
+    out = life.save_restore(120)
+    assert xen.xl_calls == ["save xenrig-guest /run/xenrig/guests/xenrig-guest/save.img",
+                            "restore /run/xenrig/guests/xenrig-guest/save.img"]
+    assert capture.drained == 1 and capture.guest.domid == 7 and capture.rings_stale
+    # The ring names as they were, for the events before the resume record.
+    assert capture.names_before_resume == {8: "xvda/0"} and capture.names_before_resume is not capture.ring_names
+    assert (out["old_domid"], out["new_domid"], out["connected"]) == (3, 7, True)
+    assert (tmp_path / "guest-console-before-restore.log").read_text() == "console before\n"
+    assert any(c.startswith("rm -f /run/xenrig/guests/xenrig-guest/save.img") for c in dom0)
+    assert any("/local/domain/7/device/vbd/51712/state" in c for c in dom0)   # polled in the new domain
+
+
+def test_a_save_xl_refuses_is_an_error_with_xls_words_and_no_image_left(tmp_path, monkeypatch):
+    life, capture, xen, dom0 = _restoring(tmp_path, monkeypatch, save_ok=False)
+    with pytest.raises(InfraError, match="'xl save' of xenrig-guest failed .*suspend failed"):
+        life.save_restore(120)
+    assert xen.xl_calls == ["save xenrig-guest /run/xenrig/guests/xenrig-guest/save.img"]
+    assert capture.guest.domid == 3 and capture.names_before_resume is None
+    assert dom0[-1].startswith("rm -f /run/xenrig/guests/xenrig-guest/save.img")

@@ -17,6 +17,7 @@ def _session():
                                     {"feature-persistent": "1", "feature-max-indirect-segments": "32"})
     cap._asked_params = lambda: {}
     cap.guest = type("G", (), {"domid": 1})()
+    cap.trace_dom = 1
     cap.scenario = type("S", (), {"guest": type("GC", (), {"vcpus": 1})()})()
     cap.gone = False
     return cap
@@ -70,6 +71,29 @@ def test_a_ring_learned_that_carried_nothing_is_announced_at_the_end_of_the_drai
     assert cap._synthesize_rings([]) == []          # announced once
 
 
+def test_a_ring_freed_and_made_anew_in_one_drain_is_announced_after_it():
+    """After a restore blkfront frees its ring and connects a new one whose
+    page it grants after the free; the quiet point's read must find the
+    model knowing the new ring, though it carried nothing yet."""
+    cap = _session()
+    cap.rings_announced = {"xvdb/0"}
+    cap._fresh_rings = {"xvdb/0"}
+    out = cap._synthesize_rings([_ev("ring.free", 5), {"t_ns": 6, "dom": 1, "src": "guest", "kind": "gnt.end",
+                                                       "ref": 11, "ok": True, "mode": "end"},
+                                 {"t_ns": 7, "dom": 1, "src": "guest", "kind": "gnt.grant", "ref": 11}])
+    assert [e["kind"] for e in out] == ["ring.free", "gnt.end", "gnt.grant", "ring.setup", "blkif.connect",
+                                        "blkif.features"]
+    assert out[3]["grefs"] == [11]
+
+
+def test_a_ring_freed_whose_page_was_not_granted_again_is_not_announced():
+    cap = _session()
+    cap.rings_announced = {"xvdb/0"}
+    cap._fresh_rings = {"xvdb/0"}
+    out = cap._synthesize_rings([_ev("ring.free", 5)])
+    assert [e["kind"] for e in out] == ["ring.free"]
+
+
 def test_a_closed_frontend_still_showing_a_ring_ref_is_not_announced():
     cap = _session()
     cap._fresh_rings = {"xvdb/0"}
@@ -99,6 +123,7 @@ def _learner(nodes):
     cap = CaptureSession.__new__(CaptureSession)
     cap.xen = _Xen(nodes)
     cap.guest = type("G", (), {"domid": 1})()
+    cap.trace_dom = 1
     cap.vdevs, cap.stalled = ["xvda"], []
     cap.ring_names, cap._ring_paths, cap._fresh_rings = {}, {}, set()
     return cap
