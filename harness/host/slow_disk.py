@@ -44,7 +44,11 @@ def name_for(domid: int, vdev: str) -> str:
 
 
 def _sweep_script() -> str:
-    """Remove the slow disks whose guest no longer exists."""
+    """Remove the slow disks whose domain no longer exists and that nothing
+    holds open.  A run that ends without detaching its slow vbd (a hang
+    proven, a run that broke) leaves its disk to this sweep: on a nested
+    stack the L0 VM goes with it anyway, on a real host the next run that
+    makes a slow disk removes it."""
     return (f'for d in {NULLB}/{PREFIX}*; do [ -d "$d" ] || continue; '
             f'id=${{d##*/{PREFIX}}}; id=${{id%%-*}}; '
             'case "$id" in ""|*[!0-9]*) continue;; esac; '
