@@ -216,6 +216,25 @@ class GrantTable:
             self.flags[ref] &= ~(GTF_reading | GTF_writing)
             del self.soft[ref]
 
+    def start_anew(self) -> list[int]:
+        """The domain restored from a save is a new one: Xen's table for it
+        has every entry zero and nothing mapped.  Entries are marked not
+        known (what the guest does to them next is learned); the refs that
+        were granted, in order."""
+        granted = [ref for ref in range(self.capacity) if self.flags[ref] & GTF_type_mask]
+        for ref in granted:
+            self.known[ref] = 0
+        n = self.capacity
+        self.flags[:] = [0] * n
+        self.gdom[:] = [0] * n
+        self.frame[:] = [0] * n
+        self.pin[:] = [0] * n
+        self.mapdom[:] = [NO_DOMAIN] * n
+        self.mfn[:] = [None] * n
+        self.soft.clear()
+        self.mapped = 0
+        return granted
+
     def learn_mapping(self, ref: int, mapdom: int, pin: int, flags: int, gdom: int, frame: int,
                       why: str) -> None:
         """Take an entry as Xen lists it (one the model could not have seen being made)."""
@@ -274,6 +293,10 @@ class Hypervisor:
         self.destroyed.add(domid)
         self.tables.pop(domid, None)
         self.maptrack.pop(domid, None)
+        self.forget_mappings_of(domid)
+
+    def forget_mappings_of(self, domid: int) -> None:
+        """Every other domain's mapping of `domid`'s grants is gone."""
         for handles in self.maptrack.values():
             for handle in [h for h, m in handles.items() if m.rdom == domid]:
                 del handles[handle]

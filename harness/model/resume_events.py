@@ -20,8 +20,7 @@ changes.
 
 from __future__ import annotations
 
-from harness.model.constants import BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, GTF_type_mask
-from harness.model.gnttab import NO_DOMAIN
+from harness.model.constants import BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE
 from harness.model.rules import Divergence
 from harness.model.state import ModelState
 from harness.trace import schema as s
@@ -42,27 +41,14 @@ class ResumeEvents:
             state.notes.append(f"d{ev.dom} resumed from a cancelled suspend (a checkpoint): the same domain ran on")
             return
         guest = state.guest(ev.dom)
-        table = guest.table
-        wiped = 0
-        for ref in range(table.capacity):
-            if table.flags[ref] & GTF_type_mask:
-                guest.wiped.add(ref)
-                # What Linux does to it next is learned, not held to the old entry.
-                table.known[ref] = 0
-                wiped += 1
-            table.flags[ref] = table.gdom[ref] = table.frame[ref] = table.pin[ref] = 0
-            table.mapdom[ref] = NO_DOMAIN
-            table.mfn[ref] = None
-        table.soft.clear()
-        table.mapped = 0
+        wiped = guest.table.start_anew()
+        guest.wiped.update(wiped)
         guest.granted = 0
-        for handles in state.hv.maptrack.values():
-            for handle in [h for h, m in handles.items() if m.rdom == ev.dom]:
-                del handles[handle]
+        state.hv.forget_mappings_of(ev.dom)
         self.baselines.pop(ev.dom, None)
         owed = owe_reissue(state, ev.dom)
         state.notes.append(f"d{ev.dom} resumed in a new domain: Xen's grant table began anew; "
-                           f"{wiped} entries Linux still held granted were wiped; {owed} read(s) and "
+                           f"{len(wiped)} entries Linux still held granted were wiped; {owed} read(s) and "
                            "write(s) in flight were owed again")
 
 

@@ -1,6 +1,7 @@
 """End to end: capture in the guest, dom0 and Xen, checked by the model."""
 
 import json
+import re
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -226,7 +227,7 @@ def test_blkfront_resume_after_save_and_restore_passes_with_every_request_issued
     notes = report["info"]["verdict"]["notes"]
     assert any("resumed in a new domain" in n and "write(s) in flight were owed again" in n for n in notes), notes
     owed = next(n for n in notes if "resumed in a new domain" in n)
-    assert not owed.split("; ")[-1].startswith("0 "), owed
+    assert int(re.search(r"(\d+) read\(s\) and write\(s\) in flight", owed).group(1)) > 0, owed
     filled = next(c for c in report["checks"] if c["id"] == "trace.rings-filled")
     assert filled["outcome"] == "PASS", filled
     data = next(c for c in report["checks"] if c["id"].startswith("step what the writers wrote"))
