@@ -82,13 +82,15 @@ def _guest_death(machine, run_dir: Path, info: dict, mark: dict) -> CheckResult 
     domid = (info.get("guest") or {}).get("domid")
     if domid is None:
         return None
+    # After a save-restore the guest is another domain (runner._note_domids).
+    domids = [int(d) for d in (info["guest"].get("domids") or [domid])]
     if machine is not None and mark.get("serial_offset") is not None:
         text = crash.read_from(machine.serial.path, mark["serial_offset"])
     else:
         text = crash.read_from(run_dir / "xl-dmesg.txt", 0)
     modules = {name: (int(address, 16), size) for name, (address, size) in (info.get("module_text") or {}).items()}
     subjects = [m["name"] for m in info.get("modules", []) if m.get("role") in ("blkfront", "exerciser")]
-    return guest_death.check(text, int(domid), modules, subjects, mark["module"])
+    return guest_death.check(text, domids, modules, subjects, mark["module"])
 
 
 def judge_partial(session, steps, info: dict, why: str) -> list[CheckResult]:

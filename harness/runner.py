@@ -122,7 +122,7 @@ def guest_with_modules(xen: XenHost, scenario: Scenario, built: list[build.Built
     with (contextlib.nullcontext(booted) if booted is not None
           else guest.start(xen, scenario.guest, timeline, artifacts=run_dir, keep=keep)) as g:
         info["guest"] = {"name": g.name, "domid": g.domid}
-        live["guest_name"] = g.name
+        live["guest_name"], live["guest"] = g.name, g
         session = None
         with timeline.stage("load guest modules"):
             loaded = []
@@ -181,11 +181,13 @@ def hang_watch(xen: XenHost, g: guest.HvmGuest, vdevs: list[str], doing: str) ->
     except HangDetected:
         raise
     except XenrigError as exc:
-        gone = _guest_gone(xen, g)
-        if gone:
+        if _guest_gone(xen, g):
             # A guest that died (crashed, destroyed) is not a stuck ring; its
-            # console says why (aftermath's guest.kernel-log).
-            raise InfraError(f"guest {g.name} is gone while {doing}: its domain no longer exists") from exc
+            # console or Xen's log says why (aftermath's guest.kernel-log and
+            # guest.crash).  What the operation itself got is kept.
+            why = _guest_died(xen, g) or "its domain no longer exists"
+            raise InfraError(f"guest {g.name} is gone while {doing}: {why} (the operation got: "
+                             f"{exc.message.splitlines()[0][:200]})") from exc
         report = hang.examine(xen, g, vdevs)
         if report.stuck:
             # The guest may have died during the watch (a triple fault takes
@@ -241,6 +243,13 @@ def judge_capture(session: CaptureSession, steps: StepRunner | None, timeline: T
             results.append(CheckResult("trace.model", ERROR, verdict.error or (d.message if d is not None else
                                        "the model could not judge the trace")))
     return results
+
+
+def _note_domids(info: dict, g: guest.HvmGuest | None) -> None:
+    """A save-restore step makes the guest another domain: a death after it
+    is under the new domain id, one before it under the first."""
+    if g is not None and "guest" in info and g.domid != info["guest"]["domid"]:
+        info["guest"]["domids"] = [info["guest"]["domid"], g.domid]
 
 
 def _guest_gone(xen: XenHost, g: guest.HvmGuest) -> bool:
@@ -456,6 +465,7 @@ def _attempt(scenario: Scenario, host_cfg: HostConfig, run_dir: Path, timeline: 
         error = _internal(exc, run_dir)
     finally:
         if "xen" in live and not interrupted:
+            _note_domids(info, live.get("guest"))
             try:
                 crashes = aftermath.crash_checks(live["xen"], run_dir, info, live.get("guest_name"))
             except Exception as exc:  # noqa: BLE001 - reading the logs must not hide the run's results

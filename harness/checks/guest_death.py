@@ -15,6 +15,7 @@ comes as `(dN) ...` and could forge any text.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from harness.checks.result import ERROR, FAIL, CheckResult
@@ -37,10 +38,12 @@ class Death:
     rip: int | None
 
 
-def deaths(xen_log: str, domid: int) -> list[Death]:
-    """Every triple fault or crash of domain `domid` in Xen's log, with the
-    instruction pointer of the register dump that follows it."""
-    died = re.compile(rf"^\(XEN\) (?:d{domid}v\d+ Triple fault\b.*|Domain {domid} \(vcpu#\d+\) crashed on .*)")
+def deaths(xen_log: str, domid: int | Iterable[int]) -> list[Death]:
+    """Every triple fault or crash of domain `domid` (or of any of the
+    domain ids one guest had: a restore makes it another domain) in Xen's
+    log, with the instruction pointer of the register dump that follows it."""
+    ids = "|".join(str(int(d)) for d in ([domid] if isinstance(domid, int) else domid))
+    died = re.compile(rf"^\(XEN\) (?:d(?:{ids})v\d+ Triple fault\b.*|Domain (?:{ids}) \(vcpu#\d+\) crashed on .*)")
     lines = xen_log.split("\n")
     out = []
     for i, line in enumerate(lines):
@@ -81,7 +84,7 @@ def where(rip: int, modules: dict[str, tuple[int, int]]) -> str | None:
     return None
 
 
-def check(xen_log: str, domid: int, modules: dict[str, tuple[int, int]], subjects: list[str],
+def check(xen_log: str, domid: int | Iterable[int], modules: dict[str, tuple[int, int]], subjects: list[str],
           subject: str) -> CheckResult | None:
     """None when the guest did not die; else FAIL if it died inside one of
     `subjects` (module names), ERROR anywhere else."""

@@ -159,3 +159,20 @@ def test_a_full_disk_after_the_subject_loaded_is_no_product_suspect(tmp_path):
               "error": {"kind": "disk-full", "message": "no space left", "after_subject": "xen_blkfront"}}
     (tmp_path / "report.json").write_text(json.dumps(report))
     assert classify.classify(tmp_path).category == classify.INFRASTRUCTURE
+
+
+def test_a_guest_that_died_after_a_restore_is_found_under_its_new_domain(tmp_path):
+    """The runner notes the domain a save-restore gave the guest; the death
+    check then reads Xen's log for it too (CI missed a d2 triple fault)."""
+    from types import SimpleNamespace
+
+    from harness import runner
+    from harness.checks import guest_death
+    (tmp_path / "xl-dmesg.txt").write_text(
+        (Path(__file__).parent / "data" / "xen-triple-fault-after-restore.log").read_text())
+    info = {"guest": {"name": "g", "domid": 1}, "modules": [{"name": "xen_blkfront", "role": "blkfront"}]}
+    mark = {"module": "xen_blkfront"}
+    assert aftermath._guest_death(None, tmp_path, info, mark) is None     # d1 alone: the death is missed
+    runner._note_domids(info, SimpleNamespace(domid=2))
+    r = aftermath._guest_death(None, tmp_path, info, mark)
+    assert r.outcome == ERROR and r.extra["kind"] == guest_death.OUTSIDE and "d2v0" in r.message

@@ -82,3 +82,15 @@ def test_a_device_whose_frontend_is_gone_is_no_hang(monkeypatch):
     monkeypatch.setattr(hang, "sample", lambda *a: waiting)
     monkeypatch.setattr(hang, "blocked_tasks", lambda *a: "")
     assert hang.examine(None, None, ["xvda"], interval_s=0).stuck
+
+
+def test_a_guest_restored_as_another_domain_is_found_dead_under_its_new_id():
+    """CI's restored guest (d1 saved, d2 restored) triple-faulted as d2: a
+    check that knew only d1 saw no death, and the run was not retried."""
+    log = (Path(__file__).parent / "data" / "xen-triple-fault-after-restore.log").read_text()
+    assert guest_death.deaths(log, 1) == []
+    [death] = guest_death.deaths(log, [1, 2])
+    assert death.line == "(XEN) d2v0 Triple fault - invoking HVM shutdown action 1"
+    r = guest_death.check(log, [1, 2], {}, ["xen_blkfront"], "xen_blkfront")
+    assert r.outcome == ERROR and r.extra["kind"] == guest_death.OUTSIDE
+    assert guest_death.deaths(log, [1, 12]) == []     # d12 is not d2's prefix match
