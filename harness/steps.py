@@ -163,6 +163,8 @@ class StepRunner:
                 rec.result = life.vbd(step.vbd, step.timeout_s)
             elif step.module is not None:
                 rec.result = life.module(step.module, step.timeout_s)
+            elif step.domain.op == "migrate":
+                rec.result = life.migrate(step.timeout_s)
             else:
                 rec.result = life.save_restore(step.timeout_s)
             # After every lifecycle step a quiet point: the torn-down rings

@@ -26,10 +26,19 @@ from harness.host import slow_disk
 from harness.host.xen_host import AGENT_DIR
 
 STALL_SCRIPT = "stallhotplug.py"      # harness/remote/stallhotplug.py, uploaded on connect
+SLOW_SCRIPT = "slowhotplug.py"        # harness/remote/slowhotplug.py: block's work without its sharing check
 
 XENBUS_STATES = {1: "Initialising", 2: "InitWait", 3: "Initialised", 4: "Connected", 5: "Closing", 6: "Closed"}
 CONNECTED = 4
 CLOSED = 6
+
+
+def _slow_spec(disk: DiskConfig, device: str) -> str:
+    """A slow disk goes through our hotplug script, not the stock `block`
+    (harness/remote/slowhotplug.py says why); with a script libxl takes the
+    target as a phy device, and `target=` comes last in xl's disk syntax."""
+    return (f"format=raw,vdev={disk.vdev},access=rw,backendtype=phy,"
+            f"script={AGENT_DIR}/{SLOW_SCRIPT},target={device}")
 
 
 def _state_name(value: int | None) -> str:
@@ -81,7 +90,7 @@ class Lifecycle:
         if step.target == "slow":
             name, image = slow_disk.create(self.xen, self.guest.domid, step.vdev, step.size_mib, step.latency_ms)
             cap.slow[step.vdev] = (name, image)
-            spec = disk_spec(disk, image)
+            spec = _slow_spec(disk, image)
         elif step.target == "missing":
             image += ".missing"
             spec = disk_spec(disk, image)
@@ -153,55 +162,145 @@ class Lifecycle:
 
     # -- the domain ------------------------------------------------------------
     def save_restore(self, timeout_s: float) -> dict:
-        """xl save, then xl restore: the same guest in a new domain.
-
-        What the guest recorded so far leaves it first, its rings still
-        named as they are: blkfront makes them anew on resume, and a
-        ring-ref may then name another ring (the drain after the restore
-        names the events before the guest.resume record with the map kept
-        here).  The console QEMU wrote is kept, since the restored QEMU
-        starts the file again."""
-        cap, xen, guest = self.capture, self.xen, self.guest
-        cap.drain()
+        """xl save, then xl restore: the same guest in a new domain.  The
+        restored QEMU starts the console file again, so what it held is
+        kept first."""
+        guest, xen = self.guest, self.xen
         image = f"{guest.paths.run_dir}/save.img"
-        console = guest.paths.console_log
-        old = guest.domid
-        started = time.monotonic()
-        res = xen.xl(f"save {shlex.quote(guest.name)} {shlex.quote(image)}", check=False, timeout_s=timeout_s)
-        saved_s = time.monotonic() - started
-        if not res.ok:
+        old, started = self._before_resume(), time.monotonic()
+        try:
+            self._xl(f"save {shlex.quote(guest.name)} {shlex.quote(image)}", "xl save", timeout_s)
+            saved_s = time.monotonic() - started
+            self._suspended()
+            self._keep_console()
+            self._xl(f"restore {shlex.quote(image)}", "xl restore", timeout_s,
+                     hint="The guest is gone: the run cannot go on")
+        finally:
             xen.run(f"rm -f {shlex.quote(image)}", timeout_s=30)
-            raise InfraError(f"'xl save' of {guest.name} failed (exit {res.exit_status}): "
-                             + (res.stderr or res.stdout).strip()[-400:])
-        cap.names_before_resume = dict(cap.ring_names)
+        restored_s = time.monotonic() - started - saved_s
+        return {**self._after_resume(old, timeout_s, started), "save_s": round(saved_s, 2),
+                "restore_s": round(restored_s, 2)}
+
+    def migrate(self, timeout_s: float) -> dict:
+        """xl migrate to this same host: a new domain receives the guest's
+        memory while it runs, then the guest is suspended for the last
+        pages and resumes there.
+
+        Both domains' QEMUs run at once, so the receiving one is given its
+        own agent socket (`-C`, the guest's config with that path changed):
+        the sending QEMU unlinks the path it bound when it exits, which
+        would take the receiving one's name with it.  The new socket is
+        renamed to the guest's usual path once the old QEMU is gone; its
+        name is new at every migration, since the QEMU that bound it
+        unlinks that name when it exits in turn.  `-s ''` makes xl run the
+        receiving side here instead of over ssh."""
+        guest, xen = self.guest, self.xen
+        paths = guest.paths
+        incoming = f"{paths.run_dir}/agent-from-d{int(guest.domid)}.sock"
+        moved = f"{paths.run_dir}/guest-incoming.xl"
+        config = xen.run(f"cat {shlex.quote(paths.config)}", timeout_s=30)
+        if not config.ok or paths.agent_socket not in config.stdout:
+            raise InfraError(f"cannot migrate {guest.name}: its xl config {paths.config} in dom0 does not name "
+                             f"the agent socket {paths.agent_socket}")
+        local = self.capture.run_dir / "guest-incoming.xl"     # kept with the run's evidence
+        local.write_text(self._incoming_config(config.stdout, incoming))
+        xen.ssh.put(local, moved)
+        old, started = self._before_resume(), time.monotonic()
+        self._keep_console()
+        try:
+            self._xl(f"migrate -s '' -C {shlex.quote(moved)} {shlex.quote(guest.name)} 'xl migrate-receive'",
+                     "xl migrate", timeout_s, hint="The guest may be gone: the run cannot go on")
+            self._suspended()
+        finally:
+            # The old QEMU has exited by now (xl destroys the sent domain
+            # before it returns); if the migration failed the new path is
+            # left alone and the old one still holds.
+            xen.run(f"rm -f {shlex.quote(moved)}; if [ -S {shlex.quote(incoming)} ] && "
+                    f"[ \"$(xl domid {shlex.quote(guest.name)} 2>/dev/null)\" != {int(old)} ]; then "
+                    f"mv -f {shlex.quote(incoming)} {shlex.quote(paths.agent_socket)}; fi", timeout_s=30)
+        migrated_s = time.monotonic() - started
+        return {**self._after_resume(old, timeout_s, started), "migrate_s": round(migrated_s, 2)}
+
+    def _incoming_config(self, config: str, socket: str) -> str:
+        """The guest's xl config for the receiving domain: its own agent
+        socket, and the vbds the guest has now.  A config given with -C
+        replaces the one libxl kept, which knew of the vbds attached since;
+        one whose backend never connected cannot be carried over."""
+        cap = self.capture
+        if cap.stalled:
+            raise InfraError(f"cannot migrate {self.guest.name} with {', '.join(cap.stalled)} attached: its backend "
+                             "never connects", hint="Detach it in an earlier step")
+        specs = [self._spec(vdev, "migrate") for vdev in cap.vdevs]
+        lines = [line for line in config.replace(self.guest.paths.agent_socket, socket).splitlines()
+                 if not line.lstrip().startswith("disk")]
+        lines.append("disk = [ " + ", ".join(f'"{spec}"' for spec in specs) + " ]")
+        return "\n".join(lines) + "\n"
+
+    def _spec(self, vdev: str, doing: str) -> str:
+        """xl's disk spec of a vbd the guest has, as it was attached."""
+        cap = self.capture
+        disk = cap.attached.get(vdev) or next((d for d in cap.scenario.guest.disks if d.vdev == vdev), None)
+        if disk is None:
+            raise InfraError(f"{doing}: the harness does not know the disk of {vdev}")
+        if vdev in cap.slow:
+            return _slow_spec(disk, cap.slow[vdev][1])
+        return disk_spec(disk, self.guest.paths.vbd_image(disk))
+
+    def _before_resume(self) -> int:
+        """What the guest recorded so far leaves it first."""
+        self.capture.drain()
+        return self.guest.domid
+
+    def _suspended(self) -> None:
+        """The guest was suspended, its rings still named as they are:
+        blkfront makes them anew on resume, and a ring-ref may then name
+        another ring (the drain after the resume names the events before
+        the guest.resume record with the map kept here)."""
+        self.capture.names_before_resume = dict(self.capture.ring_names)
+
+    def _keep_console(self) -> None:
+        """The console QEMU wrote so far: the next QEMU starts the file again."""
         with contextlib.suppress(XenrigError):
-            before = xen.run(f"cat {shlex.quote(console)}", timeout_s=30)
-            (cap.run_dir / "guest-console-before-restore.log").write_text(before.stdout)
-        res = xen.xl(f"restore {shlex.quote(image)}", check=False, timeout_s=timeout_s)
-        xen.run(f"rm -f {shlex.quote(image)}", timeout_s=30)
-        if not res.ok:
-            raise InfraError(f"'xl restore' of {guest.name} failed (exit {res.exit_status}): "
-                             + (res.stderr or res.stdout).strip()[-400:],
-                             hint="The guest is gone: the run cannot go on")
+            before = self.xen.run(f"cat {shlex.quote(self.guest.paths.console_log)}", timeout_s=30)
+            (self.capture.run_dir / "guest-console-before-restore.log").write_text(before.stdout)
+
+    def _xl(self, args: str, what: str, timeout_s: float, hint: str | None = None) -> None:
+        """Run xl; a failure names xl's first error lines (a migration's
+        cause comes long before its last words), and all it said is kept."""
+        res = self.xen.xl(args, check=False, timeout_s=timeout_s)
+        if res.ok:
+            return
+        said = (res.stderr or "") + (res.stdout or "")
+        log = self.capture.run_dir / f"{what.replace(' ', '-')}.log"
+        with contextlib.suppress(OSError):
+            log.write_text(said)
+        errors = [line.strip() for line in said.splitlines() if "error" in line.lower()][:4]
+        raise InfraError(f"'{what}' of {self.guest.name} failed (exit {res.exit_status}): "
+                         + (" / ".join(errors)[:600] if errors else said.strip()[-400:])
+                         + f" (all xl said: {log.name} in the run folder)", hint=hint)
+
+    def _after_resume(self, old: int, timeout_s: float, started: float) -> dict:
+        """Follow the guest to its new domain and wait until it answers and
+        every vbd is connected again."""
+        cap, xen, guest = self.capture, self.xen, self.guest
         new = xen.domid(guest.name)
         if new is None:
-            raise InfraError(f"after 'xl restore' no domain is named {guest.name}")
+            raise InfraError(f"after the resume no domain is named {guest.name}")
         guest.domid = new
-        restored_s = time.monotonic() - started - saved_s
-        hvm.wait_ready(guest, timeout_s, "save-restore")
+        hvm.wait_ready(guest, timeout_s, "resume")
         # The block devices outlive the suspend, so their size says nothing
         # here: blkfront has reconnected when both ends say Connected.
         deadline = time.monotonic() + timeout_s
         for vdev in cap.vdevs:
             while (states := self.states(vdev)) != (CONNECTED, CONNECTED):
                 if time.monotonic() > deadline:
-                    raise InfraError(f"after 'xl restore' {vdev} did not connect again within {timeout_s:.0f} s "
+                    raise InfraError(f"after the resume {vdev} did not connect again within {timeout_s:.0f} s "
                                      f"(frontend {_state_name(states[0])}, backend {_state_name(states[1])})")
                 time.sleep(0.5)
-        guest_modules.wait_disks(guest, list(cap.vdevs), timeout_s, "save-restore")
+        guest_modules.wait_disks(guest, list(cap.vdevs), timeout_s, "resume")
         cap.rings_stale = True
-        return {"old_domid": old, "new_domid": new, "connected": True, "save_s": round(saved_s, 2),
-                "restore_s": round(restored_s, 2), "seconds": round(time.monotonic() - started, 2)}
+        return {"old_domid": old, "new_domid": new, "connected": True,
+                "seconds": round(time.monotonic() - started, 2)}
 
     # -- time ------------------------------------------------------------------
     def idle(self, seconds: int) -> dict:
@@ -279,14 +378,10 @@ class Lifecycle:
                 "seconds": round(time.monotonic() - started, 2)}
 
     def _remake(self, vdev: str, timeout_s: float) -> None:
-        disk = self.capture.attached.get(vdev) or next(
-            (d for d in self.capture.scenario.guest.disks if d.vdev == vdev), None)
-        if disk is None:
-            raise InfraError(f"load blkfront: {vdev} is Closed and the harness does not know its disk to attach it again")
+        spec = self._spec(vdev, f"load blkfront: {vdev} is Closed, and to attach it again")
         name = shlex.quote(self.guest.name)
-        target = self.capture.slow[vdev][1] if vdev in self.capture.slow else self.guest.paths.vbd_image(disk)
         for what, command in (("block-detach", f"block-detach {name} {shlex.quote(vdev)}"),
-                              ("block-attach", f"block-attach {name} {shlex.quote(disk_spec(disk, target))}")):
+                              ("block-attach", f"block-attach {name} {shlex.quote(spec)}")):
             res = self.xen.xl(command, check=False, timeout_s=timeout_s)
             if not res.ok:
                 raise InfraError(f"load blkfront: 'xl {what}' of the Closed {vdev} failed: "

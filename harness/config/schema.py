@@ -184,15 +184,17 @@ class ModuleStep:
 
 @dataclass
 class DomainStep:
-    """The running guest saved and restored (`op: save-restore`): xl save
+    """The running guest saved and restored (`op: save-restore`: xl save
     suspends it, writes its memory to a file in dom0 and destroys the
-    domain; xl restore makes a new domain of it.  The guest resumes where
-    it was: blkfront's resume path tears its rings down, connects new ones
-    and issues again the requests that were in flight.  The step waits
-    until the guest's agent answers and every vbd is connected again, and
-    reports the old and the new domain id."""
+    domain; xl restore makes a new domain of it) or migrated live to the
+    same host (`op: migrate`: xl migrate copies its memory to a new domain
+    while it runs, then suspends it for the last pages).  Either way the
+    guest resumes where it was: blkfront's resume path tears its rings
+    down, connects new ones and issues again the requests that were in
+    flight.  The step waits until the guest's agent answers and every vbd
+    is connected again, and reports the old and the new domain id."""
 
-    op: Literal["save-restore"] = "save-restore"
+    op: Literal["save-restore", "migrate"] = "save-restore"
 
 
 @dataclass
@@ -204,7 +206,7 @@ class Step:
     GNTTABOP for dom0's grant agent: op plus its inputs), `dump: true` (a
     quiet point: Xen's grant dump goes into the trace), `vbd` (attach or
     detach a disk), `module` (unload or load blkfront), `domain` (save
-    and restore the guest) or `idle_s` (the guest left alone that long:
+    and restore, or migrate, the guest) or `idle_s` (the guest left alone that long:
     blkfront's purge work and blkback's persistent-grant timeout run); the
     last four end with a quiet point of their own.  Values may name an
     earlier step's result as "@ID.field"; "guest" in dom0 inputs means the

@@ -209,7 +209,7 @@ def test_the_same_slow_disk_workload_passes_when_blkfront_restarts_every_queue(t
 
 
 @pytest.mark.timeout(1800)
-def test_blkfront_resume_after_save_and_restore_passes_with_every_request_issued_again(tmp_path, no_stack_left):
+def test_blkfront_resume_after_save_restore_and_migration_passes_with_every_request_issued_again(tmp_path, no_stack_left):
     rc, out, report = run(REPO / "configs" / "scenarios" / "blkfront-resume.yaml", tmp_path)
     assert rc == 0, out
     step = next(c for c in report["checks"] if c["id"].startswith("step save and restore"))
@@ -220,18 +220,25 @@ def test_blkfront_resume_after_save_and_restore_passes_with_every_request_issued
     kinds = [ev["kind"] for ev in events]
     # The tracer saw the resume, blkfront tore the full ring down after it and
     # issued the writes again; the trace names the guest by its first domain.
-    assert kinds.count("guest.resume") == 1
-    at = kinds.index("guest.resume")
-    assert "ring.free" in kinds[at:] and "blkif.req" in kinds[at:]
+    # Then the live migration to this host: a third domain.
+    step = next(c for c in report["checks"] if c["id"].startswith("step migrate the guest"))
+    assert step["outcome"] == "PASS", step
+    migrated = json.loads(step["evidence"])
+    assert migrated["old_domid"] == moved["new_domid"] != migrated["new_domid"], migrated
+    assert kinds.count("guest.resume") == 2
+    for at in [i for i, kind in enumerate(kinds) if kind == "guest.resume"]:
+        assert "ring.free" in kinds[at:] and "blkif.req" in kinds[at:]
     assert {ev["dom"] for ev in events if ev["src"] == "guest"} == {moved["old_domid"]}
     notes = report["info"]["verdict"]["notes"]
-    assert any("resumed in a new domain" in n and "write(s) in flight were owed again" in n for n in notes), notes
-    owed = next(n for n in notes if "resumed in a new domain" in n)
-    assert int(re.search(r"(\d+) read\(s\) and write\(s\) in flight", owed).group(1)) > 0, owed
+    owed = [n for n in notes if "resumed in a new domain" in n]
+    assert len(owed) == 2 and all("write(s) in flight were owed again" in n for n in owed), notes
+    for note in owed:
+        assert int(re.search(r"(\d+) read\(s\) and write\(s\) in flight", note).group(1)) > 0, note
     filled = next(c for c in report["checks"] if c["id"] == "trace.rings-filled")
     assert filled["outcome"] == "PASS", filled
-    data = next(c for c in report["checks"] if c["id"].startswith("step what the writers wrote"))
-    assert data["outcome"] == "PASS" and "of 40 blocks written, ok=1" in data["evidence"], data
+    for name in ("step what the writers wrote", "step what the second writers wrote"):
+        data = next(c for c in report["checks"] if c["id"].startswith(name))
+        assert data["outcome"] == "PASS" and "of 40 blocks written, ok=1" in data["evidence"], data
 
 
 @pytest.mark.timeout(1800)

@@ -16,6 +16,8 @@ def test_shipped_matrix_expands_to_stable_cells(matrix):
         "blkfront-io/phy/ring-order-4", "blkfront-io/qdisk/default", "blkfront-io/qdisk/ring-order-4",
         "blkfront-lifecycle/phy/default", "blkfront-lifecycle/phy/no-indirect",
         "blkfront-lifecycle/phy/no-persistent", "blkfront-lifecycle/qdisk/default",
+        "blkfront-resume/phy/default", "blkfront-resume/phy/no-indirect", "blkfront-resume/phy/no-persistent",
+        "blkfront-resume/phy/ring-order-4", "blkfront-resume/qdisk/default", "blkfront-resume/qdisk/ring-order-4",
         "blkfront-smp/phy/default", "blkfront-smp/phy/no-indirect", "blkfront-smp/phy/no-persistent",
         "blkfront-smp/phy/ring-order-0", "blkfront-smp/phy/ring-order-4", "blkfront-smp/phy/smp4",
         "blkfront-smp/qdisk/default", "blkfront-smp/qdisk/ring-order-0", "blkfront-smp/qdisk/ring-order-4",
@@ -23,8 +25,9 @@ def test_shipped_matrix_expands_to_stable_cells(matrix):
         "gnttab-conformance/phy/default", "gnttab-conformance/qdisk/default",
         "smoke/phy/default", "smoke/phy/no-indirect", "smoke/phy/no-persistent", "smoke/qdisk/default",
     ]
-    assert len(matrix.excluded) == 34 and all(e["reason"] for e in matrix.excluded)
-    assert matrix.scenarios == ["smoke", "gnttab-conformance", "blkfront-io", "blkfront-lifecycle", "blkfront-smp"]
+    assert len(matrix.excluded) == 40 and all(e["reason"] for e in matrix.excluded)
+    assert matrix.scenarios == ["smoke", "gnttab-conformance", "blkfront-io", "blkfront-lifecycle", "blkfront-smp",
+                                "blkfront-resume"]
     # Columns every cell of which is excluded are not in the grid.
     assert matrix.columns == ["phy/default", "phy/no-persistent", "phy/no-indirect", "phy/smp4", "phy/ring-order-0",
                               "phy/ring-order-4", "qdisk/default", "qdisk/smp4", "qdisk/ring-order-0",

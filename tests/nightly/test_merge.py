@@ -41,6 +41,8 @@ EXPECTED = {
     **{f"blkfront-smp/{col}": "PASS" for col in (
         "phy/default", "phy/no-indirect", "phy/no-persistent", "phy/ring-order-0", "phy/ring-order-4", "phy/smp4",
         "qdisk/default", "qdisk/ring-order-0", "qdisk/ring-order-4", "qdisk/smp4")},
+    **{f"blkfront-resume/{col}": "PASS" for col in (
+        "phy/default", "phy/no-indirect", "phy/no-persistent", "phy/ring-order-4", "qdisk/default", "qdisk/ring-order-4")},
 }
 
 
@@ -65,7 +67,7 @@ def test_two_shards_merged_give_the_grid_of_one_unsharded_run(tmp_path, matrix, 
 
     assert whole["grid"]["cells"] == EXPECTED
     assert comparable(merged) == comparable(whole)
-    assert merged["outcome"] == "FAIL" and merged["counts"] == {"PASS": 21, "FLAKY": 1, "FAIL": 3, "INFRA": 1,
+    assert merged["outcome"] == "FAIL" and merged["counts"] == {"PASS": 27, "FLAKY": 1, "FAIL": 3, "INFRA": 1,
                                                                 "SKIP": 0, "MISSING": 0}
     assert [s["index"] for s in merged["shards"]] == [1, 2] and not merged["warnings"]
     html_whole = (tmp_path / "whole" / "index.html").read_text()
@@ -212,7 +214,7 @@ def test_history_gives_a_trend(tmp_path, matrix):
     history = nightly.load_history([nights], tmp_path / "tonight")
     assert [h["label"] for h in history] == ["n1", "n2"]
     _, night = nightly.run(matrix, WHOLE, tmp_path / "tonight", ScriptedRunner(SCRIPT), history=history)
-    assert [h["counts"]["PASS"] for h in night["history"]] == [26, 25]
+    assert [h["counts"]["PASS"] for h in night["history"]] == [32, 31]
     assert night["history"][1]["cells"]["smoke/phy/default"] == {
         "status": "INFRA", "link": "../history/n2/smoke/phy/default/report.html"}
     html = (tmp_path / "tonight" / "index.html").read_text()
@@ -237,8 +239,8 @@ def test_index_is_static_and_links_every_run(tmp_path, matrix):
     assert "<th colspan='6'>phy</th><th colspan='4'>qdisk</th>" in grid
     for status in ("PASS", "FAIL", "INFRA", "FLAKY"):
         assert f'class="badge {status}"' in grid
-    # every slot of the 5 x 10 grid that runs no cell says so (26 cells run)
-    assert grid.count("excluded") == 5 * 10 - len(matrix.cells) == 24
+    # every slot of the 6 x 10 grid that runs no cell says so (32 cells run)
+    assert grid.count("excluded") == 6 * 10 - len(matrix.cells) == 28
     for c in night["cells"]:
         assert f"href='{c['run_dir']}/report.html'" in grid
         assert (tmp_path / c["run_dir"] / "report.html").is_file()

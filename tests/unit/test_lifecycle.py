@@ -261,3 +261,74 @@ def test_a_save_xl_refuses_is_an_error_with_xls_words_and_no_image_left(tmp_path
     assert xen.xl_calls == ["save xenrig-guest /run/xenrig/guests/xenrig-guest/save.img"]
     assert capture.guest.domid == 3 and capture.names_before_resume is None
     assert dom0[-1].startswith("rm -f /run/xenrig/guests/xenrig-guest/save.img")
+
+
+def _migrating(tmp_path, monkeypatch, migrate_ok=True):
+    from harness.config import DiskConfig
+    life, capture, xen, dom0 = _restoring(tmp_path, monkeypatch)
+    run_dir = "/run/xenrig/guests/xenrig-guest"
+    capture.guest.paths.config, capture.guest.paths.agent_socket = f"{run_dir}/guest.xl", f"{run_dir}/agent.sock"
+    capture.guest.paths.vbd_image = lambda d: f"{run_dir}/vbd-{d.vdev}.img"
+    # xvdb was attached during the run, on a slow disk: libxl knew of it, -C must say it too
+    capture.vdevs, capture.stalled = ["xvda", "xvdb"], []
+    capture.attached, capture.slow = {"xvdb": DiskConfig("xvdb", "phy", 160)}, {"xvdb": ("xrslow-3-xvdb", "/dev/nullb0")}
+    plain_run, put = xen.run, []
+
+    def run(command, timeout_s=None, **_):
+        if command == f"cat {run_dir}/guest.xl":
+            dom0.append(command)
+            return SimpleNamespace(ok=True, exit_status=0, stderr="", stdout=(
+                'name = "xenrig-guest"\ndevice_model_args_hvm = [ "-chardev", '
+                f'"socket,id=xragent,path={run_dir}/agent.sock,server=on,wait=off" ]\n'
+                f'disk = [ "format=raw,vdev=xvda,access=rw,backendtype=phy,target={run_dir}/vbd-xvda.img" ]\n'))
+        return plain_run(command, timeout_s)
+
+    def xl(command, check=False, timeout_s=None):
+        xen.xl_calls.append(command)
+        return SimpleNamespace(ok=migrate_ok, exit_status=0 if migrate_ok else 1, stdout="",
+                               stderr="" if migrate_ok else "migration sender: Target reports failure")
+    xen.run, xen.xl = run, xl
+    xen.ssh = SimpleNamespace(put=lambda local, remote: put.append((local.read_text(), remote)))
+    return life, capture, xen, dom0, put
+
+
+def test_migrate_gives_the_receiving_qemu_its_own_agent_socket_and_renames_it_after(tmp_path, monkeypatch):
+    life, capture, xen, dom0, put = _migrating(tmp_path, monkeypatch)
+    out = life.migrate(300)
+    [(config, remote)] = put
+    assert remote == "/run/xenrig/guests/xenrig-guest/guest-incoming.xl"
+    assert "path=/run/xenrig/guests/xenrig-guest/agent-from-d3.sock," in config and "agent.sock" not in config
+    assert config.splitlines()[-1] == (
+        'disk = [ "format=raw,vdev=xvda,access=rw,backendtype=phy,target=/run/xenrig/guests/xenrig-guest/vbd-xvda.img", '
+        '"format=raw,vdev=xvdb,access=rw,backendtype=phy,script=/run/xenrig/agent/slowhotplug.py,target=/dev/nullb0" ]')
+    assert config.count("disk = [") == 1 and (tmp_path / "guest-incoming.xl").read_text() == config
+    assert xen.xl_calls == ["migrate -s '' -C /run/xenrig/guests/xenrig-guest/guest-incoming.xl xenrig-guest "
+                            "'xl migrate-receive'"]
+    [rename] = [c for c in dom0 if "mv -f" in c]
+    assert "agent-from-d3.sock /run/xenrig/guests/xenrig-guest/agent.sock" in rename and "!= 3 ]" in rename
+    assert capture.drained == 1 and capture.names_before_resume == {8: "xvda/0"} and capture.rings_stale
+    assert (out["old_domid"], out["new_domid"], out["connected"]) == (3, 7, True) and "migrate_s" in out
+
+
+def test_a_failed_migration_is_an_error_with_xls_words_and_the_guest_left_where_it_was(tmp_path, monkeypatch):
+    life, capture, xen, dom0, put = _migrating(tmp_path, monkeypatch, migrate_ok=False)
+    with pytest.raises(InfraError, match="'xl migrate' of xenrig-guest failed .*Target reports failure"):
+        life.migrate(300)
+    assert capture.guest.domid == 3 and capture.names_before_resume is None
+    assert "rm -f /run/xenrig/guests/xenrig-guest/guest-incoming.xl" in dom0[-1]
+
+
+def test_migrate_refuses_a_config_that_does_not_name_the_agent_socket(tmp_path, monkeypatch):
+    life, capture, xen, dom0, put = _migrating(tmp_path, monkeypatch)
+    capture.guest.paths.agent_socket = "/elsewhere/agent.sock"
+    with pytest.raises(InfraError, match="does not name the agent socket"):
+        life.migrate(300)
+    assert put == [] and xen.xl_calls == []
+
+
+def test_migrate_refuses_while_a_vbd_whose_backend_never_connects_is_attached(tmp_path, monkeypatch):
+    life, capture, xen, dom0, put = _migrating(tmp_path, monkeypatch)
+    capture.stalled = ["xvdc"]
+    with pytest.raises(InfraError, match="with xvdc attached: its backend never connects"):
+        life.migrate(300)
+    assert put == [] and xen.xl_calls == []

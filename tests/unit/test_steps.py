@@ -97,3 +97,15 @@ def test_lifecycle_steps_load_and_need_capture(tmp_path):
     path.write_text("name: s\ncapture: true\nsteps:\n  - {vbd: {op: attach, vdev: sda}}\n")
     with pytest.raises(ConfigError, match="xvda"):
         load_scenario(path)
+
+
+def test_domain_steps_are_save_restore_or_migrate_and_nothing_else(tmp_path):
+    from harness.config import load_scenario
+    from harness.errors import ConfigError
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ncapture: true\nsteps:\n  - {domain: {op: save-restore}}\n  - {domain: {op: migrate}}\n")
+    assert [st.domain.op for st in load_scenario(path).steps] == ["save-restore", "migrate"]
+    path.write_text("name: s\ncapture: true\nsteps:\n  - {domain: {op: 'migrate; reboot'}}\n")
+    with pytest.raises(ConfigError, match="op"):
+        load_scenario(path)
