@@ -259,10 +259,11 @@ class Lifecycle:
         self.capture.names_before_resume = dict(self.capture.ring_names)
 
     def _keep_console(self) -> None:
-        """The console QEMU wrote so far: the next QEMU starts the file again."""
+        """The console this domain's QEMU wrote: the next QEMU starts the
+        file again.  Named by the domain, so a second resume keeps both."""
         with contextlib.suppress(XenrigError):
             before = self.xen.run(f"cat {shlex.quote(self.guest.paths.console_log)}", timeout_s=30)
-            (self.capture.run_dir / "guest-console-before-restore.log").write_text(before.stdout)
+            (self.capture.run_dir / f"guest-console-d{int(self.guest.domid)}.log").write_text(before.stdout)
 
     def _xl(self, args: str, what: str, timeout_s: float, hint: str | None = None) -> None:
         """Run xl; a failure names xl's first error lines (a migration's

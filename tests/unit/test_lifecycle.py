@@ -249,7 +249,7 @@ def test_save_restore_drains_first_then_follows_the_guest_into_its_new_domain(tm
     # The ring names as they were, for the events before the resume record.
     assert capture.names_before_resume == {8: "xvda/0"} and capture.names_before_resume is not capture.ring_names
     assert (out["old_domid"], out["new_domid"], out["connected"]) == (3, 7, True)
-    assert (tmp_path / "guest-console-before-restore.log").read_text() == "console before\n"
+    assert (tmp_path / "guest-console-d3.log").read_text() == "console before\n"
     assert any(c.startswith("rm -f /run/xenrig/guests/xenrig-guest/save.img") for c in dom0)
     assert any("/local/domain/7/device/vbd/51712/state" in c for c in dom0)   # polled in the new domain
 
