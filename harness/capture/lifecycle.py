@@ -212,12 +212,16 @@ class Lifecycle:
                      "xl migrate", timeout_s, hint="The guest may be gone: the run cannot go on")
             self._suspended()
         finally:
-            # The old QEMU has exited by now (xl destroys the sent domain
-            # before it returns); if the migration failed the new path is
-            # left alone and the old one still holds.
+            # Renamed only once the old QEMU is gone (xl destroyed the sent
+            # domain before it returned; its QEMU may take a moment to exit
+            # and unlink its path); if the migration failed the new path is
+            # left alone and the old one still holds.  `[ ]` keeps pgrep
+            # from finding this shell's own command line.
             xen.run(f"rm -f {shlex.quote(moved)}; if [ -S {shlex.quote(incoming)} ] && "
                     f"[ \"$(xl domid {shlex.quote(guest.name)} 2>/dev/null)\" != {int(old)} ]; then "
-                    f"mv -f {shlex.quote(incoming)} {shlex.quote(paths.agent_socket)}; fi", timeout_s=30)
+                    f"for i in $(seq 100); do pgrep -f -- 'xen-domid[ ]{int(old)}[ ]' > /dev/null || break; "
+                    f"sleep 0.1; done; mv -f {shlex.quote(incoming)} {shlex.quote(paths.agent_socket)}; fi",
+                    timeout_s=30)
         migrated_s = time.monotonic() - started
         return {**self._after_resume(old, timeout_s, started), "migrate_s": round(migrated_s, 2)}
 

@@ -95,15 +95,19 @@ def test_blkfront_lifecycle_attach_and_detach_pass_with_every_grant_ended(tmp_pa
     freed = [e for e in trace if e["kind"] == "ring.free"]
     # xvdb's ring at its detach, then the ring of xvdc (whose backend never
     # connected: blkback mapped it and waited in InitWait), xvda's when
-    # blkfront was unloaded
-    assert [e["ring"] for e in freed] == ["xvdb/0", "xvdc/0", "xvda/0"], freed
+    # blkfront was unloaded, and again at each resume (restore, migration)
+    assert [e["ring"] for e in freed] == ["xvdb/0", "xvdc/0", "xvda/0", "xvda/0", "xvda/0"], freed
+    assert sum(1 for e in trace if e["kind"] == "guest.resume") == 2
+    for name in ("step save and restore the guest", "step migrate the guest to this host"):
+        moved = json.loads(steps[name]["evidence"])
+        assert moved["old_domid"] != moved["new_domid"], moved
     stalled = steps["step attach xvdc whose backend never connects (blkback held in InitWait)"]
     said = json.loads(stalled["evidence"])
     assert (said["frontend_state"], said["backend_state"], said["connected"]) == ("Initialised", "InitWait", False)
-    # the reloaded blkfront set xvda up again and negotiated again
-    assert sum(1 for e in trace if e["kind"] == "blkif.features" and e["ring"] == "xvda/0") == 2
+    # the reloaded and each resumed blkfront set xvda up again and negotiated again
+    assert sum(1 for e in trace if e["kind"] == "blkif.features" and e["ring"] == "xvda/0") == 4
     # every lifecycle step ended with dom0's read of the whole table
-    assert sum(1 for e in trace if e["kind"] == "xen.table") >= 6
+    assert sum(1 for e in trace if e["kind"] == "xen.table") >= 8
 
 
 @pytest.mark.timeout(1800)
