@@ -269,7 +269,7 @@ class Lifecycle:
             before = self.xen.run(f"cat {shlex.quote(self.guest.paths.console_log)}", timeout_s=30)
             (self.capture.run_dir / f"guest-console-d{int(self.guest.domid)}.log").write_text(before.stdout)
 
-    def _xl(self, args: str, what: str, timeout_s: float, hint: str | None = None) -> None:
+    def _xl(self, args: str, what: str, timeout_s: float, hint: str = "") -> None:
         """Run xl; a failure names xl's first error lines (a migration's
         cause comes long before its last words), and all it said is kept."""
         res = self.xen.xl(args, check=False, timeout_s=timeout_s)
