@@ -247,8 +247,7 @@ def test_blkfront_resume_after_save_restore_and_migration_passes_with_every_requ
 
 @pytest.mark.timeout(1800)
 def test_a_blkfront_losing_requests_on_resume_fails_naming_the_request(tmp_path, no_stack_left):
-    rc, out, report = run(REPO / "configs" / "scenarios" / "blkfront-resume.yaml", tmp_path,
-                          "--set", "modules.blkfront.patches=[guest-kernel/patches/bug-resume-loses-requests.patch]")
+    rc, out, report = run(REPO / "tests" / "e2e" / "scenarios" / "resume-loses-requests.yaml", tmp_path)
     assert rc == 1, out
     div = report["info"]["verdict"]["divergence"]
     assert div["rule"] == "blkif.resume-lost-request", div
