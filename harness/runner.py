@@ -246,8 +246,9 @@ def judge_capture(session: CaptureSession, steps: StepRunner | None, timeline: T
 
 
 def _note_domids(info: dict, g: guest.HvmGuest | None) -> None:
-    """A save-restore step makes the guest another domain: a death after it
-    is under the new domain id, one before it under the first."""
+    """A save-restore or migrate step makes the guest another domain: a
+    death after it is under the id the guest has now, one before it under
+    the first.  (A domain in between was ended by the next step, not died.)"""
     if g is not None and "guest" in info and g.domid != info["guest"]["domid"]:
         info["guest"]["domids"] = [info["guest"]["domid"], g.domid]
 
