@@ -22,7 +22,7 @@ from harness.errors import InfraError, XenrigError
 from harness.guest import hvm
 from harness.guest import modules as guest_modules
 from harness.guest.xlcfg import disk_spec
-from harness.host import slow_disk
+from harness.host import scripted_backend, slow_disk
 from harness.host.xen_host import AGENT_DIR
 
 STALL_SCRIPT = "stallhotplug.py"      # harness/remote/stallhotplug.py, uploaded on connect
@@ -82,6 +82,8 @@ class Lifecycle:
         if step.vdev in cap.vdevs:
             raise InfraError(f"vbd step: the guest already has {step.vdev}",
                              hint="Detach it first, or attach another vdev")
+        if step.backend == "scripted":
+            return self._attach_scripted(step, timeout_s)
         disks = cap.scenario.guest.disks
         backend = "phy" if step.target in ("stalled", "slow") else step.backend or (disks[0].backend if disks else "phy")
         disk = DiskConfig(step.vdev, backend, step.size_mib)
@@ -131,19 +133,56 @@ class Lifecycle:
                    seconds=round(time.monotonic() - started, 2))
         return out
 
+    def _attach_scripted(self, step: VbdStep, timeout_s: float) -> dict:
+        """Our own backend in dom0 (harness/host/scripted_backend.py): it
+        makes the vbd's nodes, so no xl is involved."""
+        cap = self.capture
+        disk = DiskConfig(step.vdev, "phy", step.size_mib)
+        image = self.guest.paths.vbd_image(disk)
+        self.xen.run(f"rm -f {shlex.quote(image)} && truncate -s {step.size_mib}M {shlex.quote(image)}", check=True,
+                     timeout_s=30, what=f"creating the image of {step.vdev}")
+        started = time.monotonic()
+        vbd = scripted_backend.start(self.xen, domid=self.guest.domid, vdev=step.vdev, image=image,
+                                     script=scripted_backend.script_payload(step.script), run_dir=cap.run_dir,
+                                     trusted=step.trusted)
+        cap.scripted[step.vdev] = vbd
+        cap.vdevs.append(step.vdev)
+        try:
+            guest_modules.wait_disks(self.guest, [step.vdev], timeout_s, f"attach {step.vdev} (scripted backend)")
+        except XenrigError:
+            cap.vdevs.remove(step.vdev)
+            scripted_backend.stop(self.xen, cap.scripted.pop(step.vdev))
+            raise
+        cap.rings_stale = True
+        front, back = self.states(step.vdev)
+        return {"frontend_state": _state_name(front), "backend_state": _state_name(back),
+                "connected": front == CONNECTED and back == CONNECTED, "backend": "scripted",
+                "seconds": round(time.monotonic() - started, 2)}
+
+    def _detach_scripted(self, vdev: str, timeout_s: float) -> dict:
+        cap = self.capture
+        vbd = cap.scripted[vdev]
+        out = scripted_backend.stop(self.xen, vbd, timeout_s=min(timeout_s, 60))
+        scripted_backend.fetch_log(self.xen, vbd, cap.run_dir)
+        del cap.scripted[vdev]
+        return out
+
     def detach(self, vdev: str, timeout_s: float) -> dict:
         """xl block-detach, then wait until the guest's xenbus device is
         gone: blkfront_remove (and with it blkif_free) has returned."""
         cap = self.capture
         started = time.monotonic()
-        res = self.xen.xl(f"block-detach {shlex.quote(self.guest.name)} {shlex.quote(vdev)}", check=False,
-                          timeout_s=timeout_s)
-        out = {"xl_exit": res.exit_status, "xl_output": (res.stderr or res.stdout).strip()[-400:]}
+        if vdev in cap.scripted:
+            out = self._detach_scripted(vdev, timeout_s)
+        else:
+            res = self.xen.xl(f"block-detach {shlex.quote(self.guest.name)} {shlex.quote(vdev)}", check=False,
+                              timeout_s=timeout_s)
+            out = {"xl_exit": res.exit_status, "xl_output": (res.stderr or res.stdout).strip()[-400:]}
         deadline = time.monotonic() + timeout_s
         while self._guest_has_device(vdev):
             if time.monotonic() > deadline:
                 front, back = self.states(vdev)
-                said = f"; xl said (exit {out['xl_exit']}): {out['xl_output']}" if out["xl_output"] else ""
+                said = f"; xl said (exit {out['xl_exit']}): {out['xl_output']}" if out.get("xl_output") else ""
                 raise InfraError(f"after 'xl block-detach' {vdev} is still a device in the guest after "
                                  f"{timeout_s:.0f} s (frontend {_state_name(front)}, backend {_state_name(back)})"
                                  + said, hint="The guest's dmesg and the xenstore states are in the run folder")
@@ -252,6 +291,10 @@ class Lifecycle:
 
     def _before_resume(self) -> int:
         """What the guest recorded so far leaves it first."""
+        if self.capture.scripted:
+            raise InfraError(f"cannot save or migrate {self.guest.name} with {', '.join(self.capture.scripted)} "
+                             "attached: xl does not know a vbd our scripted backend serves",
+                             hint="Detach it in an earlier step")
         self.capture.drain()
         return self.guest.domid
 

@@ -88,7 +88,10 @@ def _connect_facts(front: dict[str, str], back: dict[str, str]) -> dict:
 
 
 def _backend_kind(scenario: Scenario) -> str:
+    # A scripted backend maps through gntdev as qdisk does (on a PV dom0
+    # each map pins the entry twice: the process's page and the kernel's).
     kinds = {d.backend for d in scenario.guest.disks}
+    kinds |= {"qdisk" for s in scenario.steps if s.vbd is not None and s.vbd.backend == "scripted"}
     if kinds == {"phy"}:
         return "blkback"
     if kinds == {"qdisk"}:
@@ -125,6 +128,7 @@ class CaptureSession:
         self.attached: dict = {}                              # vdev -> DiskConfig of a vbd a step attached
         self.stalled: list[str] = []                          # vbds whose backend waits in InitWait for ever
         self.slow: dict[str, tuple[str, str]] = {}            # vdev -> (name, /dev path) of its slow disk in dom0
+        self.scripted: dict = {}                              # vdev -> ScriptedVbd: our own backend serves it
         self.blkfront: BuiltModule | None = None              # the build loaded (for a reload)
         self.rings_stale = True                               # a ring may have been set up since
         self.ring_names: dict[int, str] = {}                  # ring-ref -> "xvda/0"

@@ -69,7 +69,7 @@ def vdev_number(vdev: str) -> int:
 # A vbd's backend path as the toolstack writes it.  The guest can rewrite
 # the `backend` node in its own frontend directory, so whatever it holds is
 # checked against this shape before it goes near a shell in dom0.
-BACKEND_PATH = re.compile(r"/local/domain/[0-9]{1,5}/backend/(vbd|qdisk|vbd3)/[0-9]{1,5}/[0-9]{1,9}")
+BACKEND_PATH = re.compile(r"/local/domain/[0-9]{1,5}/backend/(vbd|qdisk|vbd3|xrvbd)/[0-9]{1,5}/[0-9]{1,9}")
 
 
 def backend_path(value: str) -> str | None:

@@ -140,6 +140,42 @@ class ModulesConfig:
     tracer: ModuleSpec = field(default_factory=ModuleSpec)
 
 
+BACKEND_BEHAVIOURS = ("delay", "duplicate", "unknown-id", "id-out-of-range", "wrong-op", "bad-status",
+                      "rsp-prod-ahead", "rewrite-after-push", "unsolicited", "storm", "no-notify", "keep-mapped")
+
+
+@dataclass
+class BackendRule:
+    """One lie of the scripted backend (harness/remote/xrback.py): what it
+    does, for which requests it takes (the `nth` taken, 0-based, per vbd;
+    reads or writes only; from the `after`-th on; at most `count` times)."""
+
+    do: Literal[BACKEND_BEHAVIOURS] = "delay"
+    nth: int | None = field(default=None, metadata=_rng(0, 1 << 30))
+    op: Literal["read", "write", "other"] | None = None
+    after: int = field(default=0, metadata=_rng(0, 1 << 30))
+    count: int | None = field(default=None, metadata=_rng(1, 1 << 30))
+    ms: int = field(default=100, metadata=_rng(0, 600_000))        # delay
+    value: int = field(default=0, metadata=_rng(-32768, 1 << 20))  # status, how far ahead, how many events
+
+
+@dataclass
+class BackendScript:
+    """What the scripted backend advertises and where it lies.  `features`
+    overrides the backend's xenstore nodes (an empty value removes one)."""
+
+    features: dict[str, str] = field(default_factory=dict)
+    rules: list[BackendRule] = field(default_factory=list)
+
+    def validate(self):
+        for key, value in self.features.items():
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,63}", key) or key in ("state", "frontend", "frontend-id"):
+                return "features", f"{key!r} is not a backend feature node this script may set"
+            if len(value) > 64 or not value.isprintable():
+                return "features", f"the value of {key} must be at most 64 printable characters"
+        return None
+
+
 @dataclass
 class VbdStep:
     """A vbd attached to or detached from the running guest (xl
@@ -156,9 +192,12 @@ class VbdStep:
     vdev: str = "xvdb"
     # None: the backend of the guest's first disk (so a nightly cell that
     # puts every disk on qdisk attaches on qdisk too).
-    backend: Literal["phy", "qdisk"] | None = None
+    backend: Literal["phy", "qdisk", "scripted"] | None = None
     size_mib: int = field(default=16, metadata=_rng(1, 65536))
     target: Literal["file", "missing", "stalled", "slow"] = "file"
+    # backend: scripted only (harness/host/scripted_backend.py).
+    script: BackendScript | None = None
+    trusted: bool = True
     settle_s: int = field(default=10, metadata=_rng(1, 600))
     latency_ms: int = field(default=200, metadata=_rng(1, 10_000))
 
@@ -167,9 +206,15 @@ class VbdStep:
             return "target", "stalled needs backend: phy (the kernel's blkback, held back by the hotplug script)"
         if self.target == "slow" and self.backend not in (None, "phy"):
             return "target", "slow needs backend: phy (the kernel's blkback on a null_blk device in dom0)"
+        if self.backend == "scripted" and self.target != "file":
+            return "target", "a scripted backend serves an image file: leave target at file"
+        if self.script is not None and self.backend != "scripted":
+            return "script", "only a vbd with backend: scripted follows a script"
+        if not self.trusted and self.backend != "scripted":
+            return "trusted", "trusted: false is written by the scripted backend only (backend: scripted)"
         if self.target == "slow" and self.size_mib > 4096:
             return "size_mib", f"is {self.size_mib}, but a slow disk lives in dom0's memory: at most 4096"
-        return DiskConfig(self.vdev, self.backend or "phy", self.size_mib).validate()
+        return DiskConfig(self.vdev, "phy", self.size_mib).validate()
 
 
 @dataclass

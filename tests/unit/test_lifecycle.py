@@ -23,7 +23,7 @@ class FakeGuest:
 
 
 def _lifecycle(guest, vdevs=("xvda", "xvdb")):
-    capture = SimpleNamespace(xen=None, guest=guest, vdevs=list(vdevs), rings_stale=False,
+    capture = SimpleNamespace(xen=None, guest=guest, vdevs=list(vdevs), rings_stale=False, scripted={},
                               blkfront=SimpleNamespace(name="xen_blkfront"))
     return Lifecycle(capture), capture
 
@@ -81,7 +81,7 @@ def test_load_remakes_through_the_toolstack_a_vbd_left_closed(monkeypatch, front
     from harness.config import DiskConfig
     xen = FakeXen(front_state)
     guest = SimpleNamespace(domid=3, name="xenrig-guest", paths=SimpleNamespace(vbd_image=lambda d: f"/r/vbd-{d.vdev}.img"))
-    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvda"], rings_stale=False, attached={}, slow={},
+    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvda"], rings_stale=False, attached={}, slow={}, scripted={},
                               blkfront=SimpleNamespace(name="xen_blkfront"),
                               scenario=SimpleNamespace(guest=SimpleNamespace(disks=[DiskConfig("xvda", "phy", 64)])))
     out = Lifecycle(capture).load(60)
@@ -102,7 +102,7 @@ def test_a_detach_that_never_completes_says_what_xl_said(monkeypatch):
     guest = FakeGuest([("test -e /sys/bus/xen/devices/vbd-", 0, "")])   # the device never goes
     guest.name = "xenrig-guest"
     guest.domid = 3
-    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvdc"], attached={}, stalled=[], slow={})
+    capture = SimpleNamespace(xen=xen, guest=guest, vdevs=["xvdc"], attached={}, stalled=[], slow={}, scripted={})
     with pytest.raises(InfraError, match=r"still a device .*xl said \(exit 1\): libxl: error: timed out"):
         Lifecycle(capture).detach("xvdc", 0.01)
 
@@ -115,7 +115,7 @@ def _attaching(xen, present, first_disk):
                                                                      stdout="")
     guest.name, guest.domid = "xenrig-guest", 3
     guest.paths = SimpleNamespace(vbd_image=lambda d: f"/r/vbd-{d.vdev}.img")
-    return SimpleNamespace(xen=xen, guest=guest, vdevs=["xvda"], attached={}, stalled=[], slow={}, rings_stale=False,
+    return SimpleNamespace(xen=xen, guest=guest, vdevs=["xvda"], attached={}, stalled=[], slow={}, scripted={}, rings_stale=False,
                            scenario=SimpleNamespace(guest=SimpleNamespace(disks=[first_disk])))
 
 

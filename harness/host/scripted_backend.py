@@ -1,0 +1,135 @@
+"""The scripted blkif backend (harness/remote/xrback.py) started and stopped
+in dom0 for one vbd of the guest.
+
+The backend is a process of ours in dom0, not the kernel's blkback or
+QEMU's qdisk: it makes the vbd's xenstore directories itself, under
+`backend/xrvbd/<domid>/<devid>` (a type neither blkback, which watches
+`backend/vbd`, nor libxl knows), so nothing else ever claims the device;
+`xl` does not know the vbd either, which is why a scripted vbd cannot be
+saved, restored or migrated.  What it is told travels as a JSON file
+(no value of it reaches a shell), and what it did comes back as JSON lines,
+kept in the run folder as evidence.
+
+A backend left behind by a killed run exits by itself once its guest's
+frontend directory is gone (the domain destroyed); `sweep` kills the ones
+whose domain no longer exists before a new one starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.checks import parsers
+from harness.errors import InfraError
+from harness.host.xen_host import AGENT_DIR
+
+SCRIPT = "xrback.py"
+STATE_DIR = "/run/xenrig/xrback"
+
+
+@dataclass
+class ScriptedVbd:
+    vdev: str
+    domid: int
+    devid: int
+    pid: int
+    spec: str        # the spec file in dom0
+    log: str         # its JSON-lines log in dom0
+    stderr: str
+
+
+def _names(domid: int, devid: int) -> tuple[str, str, str]:
+    base = f"{STATE_DIR}/d{domid}-{devid}"
+    return base + ".json", base + ".log.jsonl", base + ".stderr"
+
+
+def sweep(xen) -> None:
+    """Kill the scripted backends whose domain no longer exists (a run
+    killed before it could stop its own)."""
+    xen.run(f"for f in {STATE_DIR}/d*.pid; do [ -e \"$f\" ] || continue; "
+            "n=${f##*/d}; d=${n%%-*}; case $d in *[!0-9]*|'') continue;; esac; "
+            "xl list \"$d\" >/dev/null 2>&1 && continue; "
+            "kill -9 \"$(cat \"$f\")\" 2>/dev/null; rm -f \"$f\"; done", timeout_s=30)
+
+
+def start(xen, *, domid: int, vdev: str, image: str, script: dict, run_dir: Path,
+          trusted: bool = True) -> ScriptedVbd:
+    """Write the spec (a copy stays in the run folder), start the backend
+    detached from this SSH session, and return once it is running (it then
+    makes the vbd's nodes)."""
+    devid = parsers.vdev_number(vdev)
+    if not (isinstance(domid, int) and domid > 0 and devid):
+        raise InfraError(f"scripted backend: bad domain {domid!r} or vdev {vdev!r}")
+    spec_path, log, stderr = _names(domid, devid)
+    spec = {"domid": domid, "devid": devid, "vdev": vdev, "image": image, "log": log, "trusted": trusted,
+            "frontend": f"/local/domain/{domid}/device/vbd/{devid}",
+            "backend": f"/local/domain/0/backend/xrvbd/{domid}/{devid}", "script": script}
+    sweep(xen)
+    local = run_dir / f"xrback-{vdev}.spec.json"
+    local.write_text(json.dumps(spec, indent=1) + "\n")
+    xen.run(f"mkdir -p {STATE_DIR} && rm -f {shlex.quote(log)} {shlex.quote(stderr)}", check=True, timeout_s=30,
+            what="preparing the scripted backend's folder")
+    xen.ssh.put(local, spec_path)
+    pidfile = f"{STATE_DIR}/d{domid}-{devid}.pid"
+    res = xen.run(f"setsid python3 {AGENT_DIR}/{SCRIPT} {shlex.quote(spec_path)} "
+                  f"</dev/null >/dev/null 2>{shlex.quote(stderr)} & echo $! > {shlex.quote(pidfile)}; "
+                  f"sleep 1; cat {shlex.quote(pidfile)}; kill -0 $(cat {shlex.quote(pidfile)}) && echo alive",
+                  timeout_s=30)
+    lines = res.stdout.split()
+    if not lines or not lines[0].isdigit() or "alive" not in lines:
+        err = xen.run(f"cat {shlex.quote(stderr)}", timeout_s=30).stdout.strip()[-600:]
+        raise InfraError(f"the scripted backend for {vdev} did not start: {err or 'no output'}",
+                         hint=f"Its spec is {spec_path} in dom0")
+    return ScriptedVbd(vdev, domid, devid, int(lines[0]), spec_path, log, stderr)
+
+
+def stop(xen, vbd: ScriptedVbd, timeout_s: float = 60) -> dict:
+    """SIGTERM: the backend unmaps, says Closing, waits for the frontend's
+    Closed and removes the vbd's nodes.  Killed if it takes longer."""
+    pid = vbd.pid
+    xen.run(f"kill -TERM {pid} 2>/dev/null", timeout_s=30)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if xen.run(f"kill -0 {pid} 2>/dev/null", timeout_s=30).exit_status != 0:
+            break
+        time.sleep(0.5)
+    else:
+        xen.run(f"kill -9 {pid} 2>/dev/null", timeout_s=30)
+        return {"backend_exit": "killed"}
+    xen.run(f"rm -f {STATE_DIR}/d{vbd.domid}-{vbd.devid}.pid", timeout_s=30)
+    return {"backend_exit": "stopped"}
+
+
+def alive(xen, vbd: ScriptedVbd) -> bool:
+    return xen.run(f"kill -0 {vbd.pid} 2>/dev/null", timeout_s=30).exit_status == 0
+
+
+def fetch_log(xen, vbd: ScriptedVbd, run_dir: Path) -> list[dict]:
+    """The backend's log, copied into the run folder; its events as dicts
+    (lines that do not parse are kept in the copy and skipped here)."""
+    text = xen.run(f"cat {shlex.quote(vbd.log)} 2>/dev/null", timeout_s=60).stdout
+    err = xen.run(f"cat {shlex.quote(vbd.stderr)} 2>/dev/null", timeout_s=30).stdout
+    (run_dir / f"xrback-{vbd.vdev}.jsonl").write_text(text)
+    if err.strip():
+        (run_dir / f"xrback-{vbd.vdev}.stderr").write_text(err)
+    events = []
+    for line in text.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+def script_payload(script) -> dict:
+    """The scenario's BackendScript as the JSON the backend reads."""
+    if script is None:
+        return {}
+    data = dataclasses.asdict(script)
+    data["rules"] = [{k: v for k, v in rule.items() if v is not None} for rule in data["rules"]]
+    return data

@@ -1,0 +1,201 @@
+"""The scripted backend (harness/remote/xrback.py) on a ring in memory: what
+it serves and what each lie puts on the ring.  The real backend runs on
+the stack in tests/e2e/test_scripted_backend.py; here gntdev and evtchn
+are stand-ins that hand out pages of a fake guest."""
+
+import importlib.util
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "harness" / "remote" / "xrback.py"
+spec = importlib.util.spec_from_file_location("xrback", SCRIPT)
+xrback = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(xrback)
+
+PAGE = 4096
+RING_REF = 9
+
+
+class FakeMapping:
+    """A copy of the guest's pages, written back when unmapped writable."""
+
+    def __init__(self, pages, refs, writable):
+        self.pages, self.refs, self.writable = pages, refs, writable
+        self.buf = bytearray(b"".join(bytes(pages[r]) for r in refs))
+        self.view = memoryview(self.buf)
+        self.closed = False
+
+    def __getitem__(self, key):
+        return self.view[key]
+
+    def __setitem__(self, key, value):
+        if not self.writable:
+            raise PermissionError("mapped read-only")
+        self.view[key] = value
+
+    def sync(self):
+        for i, r in enumerate(self.refs):
+            self.pages[r][:] = self.buf[i * PAGE:(i + 1) * PAGE]
+
+    def close(self):
+        self.closed = True
+        if self.writable:
+            self.sync()
+
+
+class FakeGnt:
+    def __init__(self, pages):
+        self.pages, self.maps, self.next = pages, [], 0
+
+    def map(self, domid, refs, writable):
+        m = FakeMapping(self.pages, list(refs), writable)
+        self.maps.append(m)
+        self.next += 1
+        return m, self.next
+
+    def unmap(self, m, index, count):
+        m.close()
+
+
+class FakeEvt:
+    def __init__(self):
+        self.notified = 0
+
+    def bind(self, domid, port):
+        return 77
+
+    def notify(self, port):
+        self.notified += 1
+
+    def unbind(self, port):
+        pass
+
+
+@pytest.fixture
+def backend(tmp_path):
+    image = tmp_path / "img"
+    image.write_bytes(bytes(1 << 20))
+    pages = {RING_REF: bytearray(PAGE)}
+    back = xrback.Backend.__new__(xrback.Backend)
+    back.domid, back.log = 3, xrback.Log(tmp_path / "log.jsonl")
+    back.gnt, back.evt = FakeGnt(pages), FakeEvt()
+    back.fd = __import__("os").open(image, __import__("os").O_RDWR)
+    back.sectors, back.max_indirect = (1 << 20) // 512, 32
+    back.persistent, back.held, back.use_persistent = {}, [], False
+    back.taken, back.stop = 0, False
+    back.script = xrback.Script([])
+    back.pages, back.image, back.logfile = pages, image, tmp_path / "log.jsonl"
+    ring = xrback.Ring(back, "q0", [RING_REF], 5)
+    back.rings = {ring.port: ring}
+    back.ring = ring
+    return back
+
+
+def produce(back, requests):
+    """The frontend's side: requests into the shared ring page, then req_prod."""
+    page = back.ring.mm.buf
+    prod = struct.unpack_from("<I", page, 0)[0]
+    for req in requests:
+        page[64 + (prod % 32) * 112:64 + (prod % 32) * 112 + len(req)] = req
+        prod += 1
+    struct.pack_into("<I", page, 0, prod)
+    # ...having consumed every response so far: it wants an event for the next.
+    struct.pack_into("<I", page, 12, struct.unpack_from("<I", page, 8)[0] + 1)
+
+
+def rw(op, rid, sector, segs):
+    raw = struct.pack("<BBHIQQ", op, len(segs), 0, 0, rid, sector)
+    raw += b"".join(struct.pack("<IBB2x", g, f, last) for g, f, last in segs)
+    return raw.ljust(112, b"\0")
+
+
+def responses(back):
+    ring = back.ring.mm.buf
+    prod = struct.unpack_from("<I", ring, 8)[0]
+    return prod, [struct.unpack_from("<QBxh", ring, 64 + (i % 32) * 112) for i in range(back.ring.rsp_pvt)]
+
+
+def events(back):
+    return [json.loads(line) for line in back.logfile.read_text().splitlines()]
+
+
+def test_a_write_lands_in_the_image_and_a_read_in_the_guests_page(backend):
+    backend.pages[100] = bytearray(b"\xab" * PAGE)
+    backend.pages[101] = bytearray(PAGE)
+    produce(backend, [rw(xrback.OP_WRITE, 4, 8, [(100, 0, 7)])])
+    backend.process(backend.ring)
+    produce(backend, [rw(xrback.OP_READ, 5, 8, [(101, 2, 3)])])
+    backend.process(backend.ring)
+    assert backend.image.read_bytes()[8 * 512:16 * 512] == b"\xab" * PAGE
+    assert backend.pages[101][1024:2048] == b"\xab" * 1024 and backend.pages[101][:1024] == bytes(1024)
+    prod, rsps = responses(backend)
+    assert prod == 2 and rsps == [(4, 1, 0), (5, 0, 0)]
+    assert backend.evt.notified == 2 and all(m.closed for m in backend.gnt.maps[1:])
+    # A write's page is mapped read-only, a read's writable.
+    assert [m.writable for m in backend.gnt.maps[1:]] == [False, True]
+
+
+def test_a_request_that_breaks_the_protocol_is_answered_error_and_not_served(backend):
+    produce(backend, [rw(xrback.OP_WRITE, 6, 8, []), rw(xrback.OP_READ, 7, (1 << 20) // 512, [(1, 0, 7)])])
+    backend.pages[1] = bytearray(PAGE)
+    backend.process(backend.ring)
+    _, rsps = responses(backend)
+    assert rsps == [(6, 1, -1), (7, 0, -1)]
+    assert [e["why"] for e in events(backend) if e["ev"] == "bad-request"] == [
+        "request: operation 1, 0 segments", "sectors 2048..2055 beyond the disk's 2048"]
+
+
+@pytest.mark.parametrize("lie, want", [
+    ("duplicate", [(3, 0, 0), (3, 0, 0)]),
+    ("unknown-id", [(0, 0, 0)]),           # 0: the lowest id not pending
+    ("id-out-of-range", [((1 << 20) + 3, 0, 0)]),
+    ("wrong-op", [(3, 1, 0)]),
+    ("bad-status", [(3, 0, 7)]),
+    ("unsolicited", [(0, 0, 0), (3, 0, 0)]),
+])
+def test_each_lie_puts_what_it_says_on_the_ring(backend, lie, want):
+    backend.pages[1] = bytearray(PAGE)
+    backend.script = xrback.Script([{"do": lie, "nth": 0}])
+    produce(backend, [rw(xrback.OP_READ, 3, 0, [(1, 0, 7)])])
+    backend.process(backend.ring)
+    prod, rsps = responses(backend)
+    assert rsps == want and prod == len(want)
+    assert [e["did"] for e in events(backend) if e["ev"] == "lie"] == [lie]
+
+
+def test_rsp_prod_ahead_publishes_more_than_was_produced_and_storm_notifies_for_nothing(backend):
+    backend.pages[1] = bytearray(PAGE)
+    backend.script = xrback.Script([{"do": "rsp-prod-ahead", "nth": 0}, {"do": "storm", "nth": 1, "value": 50}])
+    produce(backend, [rw(xrback.OP_READ, 3, 0, [(1, 0, 7)])])
+    backend.process(backend.ring)
+    assert responses(backend)[0] == 1 + 32 + 1
+    struct.pack_into("<I", backend.ring.mm.buf, 8, 1)          # (reset for the next part)
+    produce(backend, [rw(xrback.OP_READ, 4, 0, [(1, 0, 7)])])
+    before = backend.evt.notified
+    backend.process(backend.ring)
+    assert backend.evt.notified - before == 1 + 50
+
+
+def test_rules_match_by_position_direction_and_count():
+    script = xrback.Script([{"do": "delay", "op": "write", "after": 2, "count": 2}])
+    got = [bool(script.rule_for(n, op)) for n, op in enumerate(["write", "write", "read", "write", "write", "write"])]
+    assert got == [False, False, False, True, True, False]
+
+
+def test_keep_mapped_holds_the_grants_past_the_response(backend):
+    backend.pages[1] = bytearray(PAGE)
+    backend.script = xrback.Script([{"do": "keep-mapped", "nth": 0, "ms": 60000}])
+    produce(backend, [rw(xrback.OP_READ, 3, 0, [(1, 0, 7)])])
+    backend.process(backend.ring)
+    assert responses(backend)[1] == [(3, 0, 0)]
+    assert not backend.gnt.maps[-1].closed and len(backend.held) == 1
+    backend.release_held(0, everything=True)
+    assert backend.gnt.maps[-1].closed and backend.held == []
+
+
+def test_layouts_match_blkif_h_on_x86_64():
+    assert xrback.RW.size == 24 and xrback.INDIRECT.size == 64 and xrback.RSP.size == 16
+    assert xrback.RW.size + 11 * xrback.SEG.size == xrback.REQ_SIZE
