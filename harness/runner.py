@@ -30,7 +30,7 @@ from harness.config import HostConfig, Scenario
 from harness.capture import hang
 from harness.errors import DiskFull, HangDetected, InfraError, InternalError, XenrigError
 from harness.guest import modules as guest_modules
-from harness.host import XenHost
+from harness.host import XenHost, scripted_backend
 from harness.machine import tools as host_tools
 from harness.stages import ConsoleProgress, Timeline
 from harness.steps import StepRunner
@@ -295,6 +295,23 @@ def _last_drain(live: dict) -> None:
         log.info("the last drain of a broken run failed: %s", exc)
 
 
+def _release_scripted(live: dict) -> None:
+    """The scripted backends still serving a vbd: their logs join the
+    evidence, then they are killed (the kernel unmaps what they held).  Not
+    closed through xenstore: a device a lie disabled keeps a request that
+    never completes, and its removal would hold the guest's xenbus thread."""
+    session = live.get("session")
+    if session is None or not getattr(session, "scripted", None) or live["xen"].ssh.dead():
+        return
+    for vdev, vbd in list(session.scripted.items()):
+        try:
+            scripted_backend.fetch_log(live["xen"], vbd, session.run_dir)
+            scripted_backend.kill(live["xen"], vbd)
+        except XenrigError as exc:
+            log.info("releasing the scripted backend of %s failed: %s", vdev, exc)
+        del session.scripted[vdev]
+
+
 def _judge_broken(live: dict, info: dict, why: str) -> list[CheckResult]:
     """The run broke before judge_capture ran: judge what was captured."""
     if live.get("judge_done") or (live.get("judged") and "trace" in info):
@@ -444,6 +461,7 @@ def _attempt(scenario: Scenario, host_cfg: HostConfig, run_dir: Path, timeline: 
                 _last_drain(live)
                 raise
             finally:
+                _release_scripted(live)
                 r = canary.stop_dom0(xen)
                 timeline.note(f"{r.outcome} {r.id}: {r.message}")
                 results.append(r)

@@ -51,9 +51,10 @@ def _names(domid: int, devid: int) -> tuple[str, str, str]:
 def sweep(xen) -> None:
     """Kill the scripted backends whose domain no longer exists (a run
     killed before it could stop its own)."""
-    xen.run(f"for f in {STATE_DIR}/d*.pid; do [ -e \"$f\" ] || continue; "
+    xen.run(f"live=\" $(xl list | awk 'NR > 1 {{print $2}}' | tr '\\n' ' ') \"; "
+            f"for f in {STATE_DIR}/d*.pid; do [ -e \"$f\" ] || continue; "
             "n=${f##*/d}; d=${n%%-*}; case $d in *[!0-9]*|'') continue;; esac; "
-            "xl list \"$d\" >/dev/null 2>&1 && continue; "
+            "case $live in *\" $d \"*) continue;; esac; "
             "kill -9 \"$(cat \"$f\")\" 2>/dev/null; rm -f \"$f\"; done", timeout_s=30)
 
 
@@ -103,6 +104,13 @@ def stop(xen, vbd: ScriptedVbd, timeout_s: float = 60) -> dict:
         return {"backend_exit": "killed"}
     xen.run(f"rm -f {STATE_DIR}/d{vbd.domid}-{vbd.devid}.pid", timeout_s=30)
     return {"backend_exit": "stopped"}
+
+
+def kill(xen, vbd: ScriptedVbd) -> None:
+    """SIGKILL, and the vbd's backend directory removed (the frontend's
+    goes with the guest)."""
+    xen.run(f"kill -9 {vbd.pid} 2>/dev/null; rm -f {STATE_DIR}/d{vbd.domid}-{vbd.devid}.pid; "
+            f"xenstore-rm /local/domain/0/backend/xrvbd/{vbd.domid}/{vbd.devid} 2>/dev/null", timeout_s=30)
 
 
 def alive(xen, vbd: ScriptedVbd) -> bool:

@@ -233,15 +233,20 @@ class ProtocolError(Exception):
 
 
 class Script:
-    """Which rule applies to the n-th request taken (0-based, per vbd)."""
+    """Which rule applies to the n-th request taken (0-based, per vbd),
+    starting at `sector`.  `sector_from` keeps a lie off the reads the
+    kernel makes when the disk appears (its partition scan, at sector 0):
+    a request stuck there would hold the guest's xenbus thread for ever."""
 
     def __init__(self, rules):
         self.rules = rules
         self.fired = {}
 
-    def rule_for(self, n, op):
+    def rule_for(self, n, op, sector=0):
         for i, rule in enumerate(self.rules):
             if rule.get("op") not in (None, op):
+                continue
+            if sector < rule.get("sector_from", 0):
                 continue
             if rule.get("nth") not in (None, n):
                 continue
@@ -508,7 +513,7 @@ class Backend:
             rid, op = struct.unpack_from("<Q", raw, 8)[0], raw[1] if raw[0] == OP_INDIRECT else raw[0]
             self.log("bad-request", ring=ring.name, n=n, why=str(exc), id=rid)
             return [(rid, op, RSP_ERROR)], None
-        rule = self.script.rule_for(n, {OP_READ: "read", OP_WRITE: "write"}.get(op, "other"))
+        rule = self.script.rule_for(n, {OP_READ: "read", OP_WRITE: "write"}.get(op, "other"), sector)
         try:
             hold = rule.get("ms", 2000) if rule and rule.get("do") == "keep-mapped" else None
             status = self.serve(op, sector, segs, hold)
@@ -620,13 +625,23 @@ class Backend:
         """Once the frontend has consumed the response (its rsp_event moves
         past it), overwrite it with another id and an error: a frontend
         that reads a response twice would see the second one."""
-        deadline = time.monotonic() + 2
-        while ((ring.hdr[3] - index) & 0xFFFFFFFF) > ring.size and time.monotonic() < deadline:
+        def consumed():
+            # blkfront sets rsp_event to rsp_cons + 1 once it has read
+            # what was published: past `index`, the response's successor.
+            return 1 <= ((ring.hdr[3] - index) & 0xFFFFFFFF) <= ring.size
+
+        deadline = time.monotonic() + 5
+        while not consumed() and time.monotonic() < deadline:
             time.sleep(0.001)
+        first = consumed()
+        if not first:
+            # Rewriting now would be a different lie (a wrong id it reads
+            # first); say so and leave the response as it was.
+            self.log("lie-skipped", ring=ring.name, did="rewrite-after-push", id=rid, why="not consumed within 5 s")
+            return
         other = self.not_pending(ring, rid)
         ring.mm[off:off + RSP.size] = RSP.pack(other, op & 0xFF, RSP_ERROR)
-        self.log("lie", ring=ring.name, did="rewrite-after-push", id=rid, rewritten_id=other,
-                 consumed_first=((ring.hdr[3] - index) & 0xFFFFFFFF) <= ring.size)
+        self.log("lie", ring=ring.name, did="rewrite-after-push", id=rid, rewritten_id=other)
 
     def release_held(self, now, everything=False):
         keep = []
