@@ -333,7 +333,9 @@ class CaptureSession:
         """Move what the guest recorded since the last drain into the trace."""
         from harness.capture import guest_records, guest_trace
 
-        if self.rings_stale:
+        # Ring names only label the trace: without the tracer there is none
+        # (and reading each vbd's nodes costs a dom0 exchange per vbd).
+        if self.rings_stale and self.armed:
             self._learn_rings()
         # dd with a 64 KiB buffer: the tracer hands out whole records only
         # and refuses a read smaller than its next one (busybox cat reads 4 KiB).

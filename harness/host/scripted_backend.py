@@ -79,7 +79,9 @@ def start(xen, *, domid: int, vdev: str, image: str, script: dict, run_dir: Path
     pidfile = f"{STATE_DIR}/d{domid}-{devid}.pid"
     res = xen.run(f"setsid python3 {AGENT_DIR}/{SCRIPT} {shlex.quote(spec_path)} "
                   f"</dev/null >/dev/null 2>{shlex.quote(stderr)} & echo $! > {shlex.quote(pidfile)}; "
-                  f"sleep 1; cat {shlex.quote(pidfile)}; kill -0 $(cat {shlex.quote(pidfile)}) && echo alive",
+                  # Alive once it has made the vbd's nodes (its log's first line).
+                  f"for i in $(seq 50); do [ -s {shlex.quote(log)} ] && break; sleep 0.1; done; "
+                  f"cat {shlex.quote(pidfile)}; kill -0 $(cat {shlex.quote(pidfile)}) && echo alive",
                   timeout_s=30)
     lines = res.stdout.split()
     if not lines or not lines[0].isdigit() or "alive" not in lines:
