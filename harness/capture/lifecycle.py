@@ -163,8 +163,14 @@ class Lifecycle:
         cap = self.capture
         vbd = cap.scripted[vdev]
         out = scripted_backend.stop(self.xen, vbd, timeout_s=min(timeout_s, 60))
-        scripted_backend.fetch_log(self.xen, vbd, cap.run_dir)
+        events = scripted_backend.fetch_log(self.xen, vbd, cap.run_dir)
         del cap.scripted[vdev]
+        # What the backend checked of the pages the guest shared (XSA-403),
+        # for a step to expect: unzeroed: 0.
+        done = next((e for e in reversed(events) if e.get("ev") == "disconnected"), None)
+        if done is not None:
+            out.update(unzeroed=sum(1 for e in events if e.get("ev") == "unzeroed"),
+                       sectors_checked=done.get("sectors_checked", 0), ring_pages_checked=done.get("ring_pages", 0))
         return out
 
     def detach(self, vdev: str, timeout_s: float) -> dict:

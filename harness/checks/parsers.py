@@ -59,11 +59,16 @@ def blkfront_features(dmesg: str) -> dict[str, dict[str, str]]:
 
 
 def vdev_number(vdev: str) -> int:
-    """xvdX -> the Xen virtual device number (major 202, 16 minors per disk)."""
+    """xvdX -> the Xen virtual device number as libxl writes it: major 202
+    with 16 minors per disk for the first 16 disks (xvda..xvdp), the
+    extended form (1 << 28 | disk << 8) from xvdq on, where 202's minors
+    run out (blkfront refuses a 203 major: "your disk configuration is
+    incorrect")."""
     index = 0
     for ch in vdev[3:]:
         index = index * 26 + (ord(ch) - ord("a") + 1)
-    return 202 * 256 + (index - 1) * 16
+    disk = index - 1
+    return 202 * 256 + disk * 16 if disk < 16 else (1 << 28) | (disk << 8)
 
 
 # A vbd's backend path as the toolstack writes it.  The guest can rewrite

@@ -61,6 +61,7 @@ INDIRECT = struct.Struct("<BBHIQQH2x8I4x")      # op indirect_op nr_segments pad
 RSP = struct.Struct("<QBxh4x")                  # id operation status
 REQ_SIZE, RSP_OFF = 112, 64                     # sizeof(union blkif_sring_entry); the ring header
 SEGS_PER_PAGE = PAGE // SEG.size
+ZERO_SECTOR = bytes(SECTOR)
 MAX_PERSISTENT = 1056                          # blkback's default max_persistent_grants
 
 XS_READ, XS_TX_START, XS_TX_END, XS_WRITE, XS_RM, XS_SET_PERMS, XS_ERROR = 2, 6, 7, 11, 13, 14, 16
@@ -335,6 +336,8 @@ class Backend:
         self.script = Script(script.get("rules") or [])
         self.rings = {}              # local port -> Ring
         self.persistent = {}         # gref -> (mapping, index)
+        self.covered = {}            # persistent gref -> sectors some request covered
+        self.checks = {"ring_pages": 0, "sectors_checked": 0, "unzeroed": 0}
         self.held = []               # (until, mapping, index, count): the keep-mapped lie
         self.use_persistent = False
         self.taken = 0
@@ -423,6 +426,7 @@ class Backend:
                 self.log("refused", why=f"queue {q}: ring-ref or event-channel missing or malformed")
                 return False
             ring = Ring(self, f"q{q}", refs, port)
+            self.check_ring_zero(ring)
             self.rings[ring.port] = ring
         self.log("connected", queues=len(dirs), order=order, persistent=self.use_persistent)
         self.set_state("Connected")
@@ -435,7 +439,7 @@ class Backend:
         self.rings.clear()
         for m, index in self.persistent.values():
             self.gnt.unmap(m, index, 1)
-        self.log("disconnected", persistent_unmapped=len(self.persistent))
+        self.log("disconnected", persistent_unmapped=len(self.persistent), **self.checks)
         self.persistent.clear()
 
     # -- requests -------------------------------------------------------------
@@ -481,6 +485,9 @@ class Backend:
             for gref in todo:
                 self.persistent[gref] = self.gnt.map(self.domid, [gref], True)
             todo = []
+        for gref in dict.fromkeys(g for g, _, _ in segs):
+            if gref in self.persistent:
+                self.check_uncovered(gref, [(f, last) for g, f, last in segs if g == gref])
         m = index = None
         if todo:
             m, index = self.gnt.map(self.domid, todo, op == OP_READ)
@@ -501,6 +508,35 @@ class Backend:
                 self.held.append((time.monotonic() + hold_ms / 1000, m, index, len(todo)))
                 self.log("lie", did="keep-mapped", grefs=todo, ms=hold_ms)
         return RSP_OKAY
+
+    def check_uncovered(self, gref, spans):
+        """XSA-403: a page the frontend shares holds nothing but what
+        requests put there.  A persistent grant stays the same page until
+        the disconnect, so each of its sectors that no request has covered
+        yet must be zero (blkfront allocates its bounce pages zeroed).  A
+        grant mapped for one request only is not followed: its ref may name
+        another page next time."""
+        covered = self.covered.setdefault(gref, set())
+        now = {s for first, last in spans for s in range(first, last + 1)}
+        page = self.persistent[gref][0]
+        for sector in range(PAGE // SECTOR):
+            if sector in covered or sector in now:
+                continue
+            self.checks["sectors_checked"] += 1
+            data = bytes(page[sector * SECTOR:(sector + 1) * SECTOR])
+            if data != ZERO_SECTOR:
+                self.checks["unzeroed"] += 1
+                self.log("unzeroed", kind="persistent data page", gref=gref, sector=sector,
+                         nonzero_bytes=SECTOR - data.count(0))
+        covered |= now
+
+    def check_ring_zero(self, ring):
+        """The ring's pages at connect: beyond the four indexes, zero."""
+        data = bytes(ring.mm[16:PAGE * ring.npages])
+        self.checks["ring_pages"] += ring.npages
+        if data.count(0) != len(data):
+            self.checks["unzeroed"] += 1
+            self.log("unzeroed", kind="ring page", ring=ring.name, nonzero_bytes=len(data) - data.count(0))
 
     def handle(self, ring, raw):
         n = self.taken

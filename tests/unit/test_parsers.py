@@ -40,6 +40,10 @@ def test_blkfront_features():
 def test_vdev_numbers():
     assert parsers.vdev_number("xvda") == 51712
     assert parsers.vdev_number("xvdb") == 51728
+    assert parsers.vdev_number("xvdp") == 51952
+    # From the 17th disk on, libxl's extended form.
+    assert parsers.vdev_number("xvdq") == (1 << 28) | (16 << 8)
+    assert parsers.BACKEND_PATH.fullmatch(f"/local/domain/0/backend/xrvbd/3/{parsers.vdev_number('xvdz')}")
     assert parsers.vdev_number("xvdp") == 51712 + 15 * 16
 
 

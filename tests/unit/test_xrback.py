@@ -85,6 +85,7 @@ def backend(tmp_path):
     back.fd = __import__("os").open(image, __import__("os").O_RDWR)
     back.sectors, back.max_indirect = (1 << 20) // 512, 32
     back.persistent, back.held, back.use_persistent = {}, [], False
+    back.covered, back.checks = {}, {"ring_pages": 0, "sectors_checked": 0, "unzeroed": 0}
     back.taken, back.stop = 0, False
     back.script = xrback.Script([])
     back.pages, back.image, back.logfile = pages, image, tmp_path / "log.jsonl"
@@ -199,3 +200,26 @@ def test_keep_mapped_holds_the_grants_past_the_response(backend):
 def test_layouts_match_blkif_h_on_x86_64():
     assert xrback.RW.size == 24 and xrback.INDIRECT.size == 64 and xrback.RSP.size == 16
     assert xrback.RW.size + 11 * xrback.SEG.size == xrback.REQ_SIZE
+
+
+def test_a_persistent_page_s_sectors_no_request_covered_must_be_zero(backend):
+    backend.use_persistent = True
+    backend.pages[40] = bytearray(PAGE)
+    backend.pages[41] = bytearray(PAGE)
+    backend.pages[41][3 * 512 + 7] = 0x5a            # a byte of sector 3, which no request covers
+    produce(backend, [rw(xrback.OP_WRITE, 1, 8, [(40, 0, 0)]), rw(xrback.OP_WRITE, 2, 16, [(41, 0, 0)])])
+    backend.process(backend.ring)
+    assert backend.checks["sectors_checked"] == 14 and backend.checks["unzeroed"] == 1
+    bad = [e for e in events(backend) if e["ev"] == "unzeroed"]
+    assert bad == [{"ev": "unzeroed", "kind": "persistent data page", "gref": 41, "sector": 3,
+                    "nonzero_bytes": 1, "t": bad[0]["t"]}]
+    # Sectors a request covered are its data from then on: not checked again.
+    produce(backend, [rw(xrback.OP_READ, 3, 8, [(40, 1, 7)])])
+    backend.process(backend.ring)
+    assert backend.checks["sectors_checked"] == 14
+
+
+def test_a_ring_page_with_bytes_beyond_its_indexes_is_reported(backend):
+    backend.ring.mm.buf[200] = 1
+    backend.check_ring_zero(backend.ring)
+    assert backend.checks == {"ring_pages": 1, "sectors_checked": 0, "unzeroed": 1}
