@@ -160,6 +160,13 @@ class BackendRule:
     ms: int = field(default=100, metadata=_rng(0, 600_000))        # delay
     value: int = field(default=0, metadata=_rng(-32768, 1 << 20))  # status, how far ahead, how many events
 
+    def validate(self):
+        if self.do == "bad-status" and not -32768 <= self.value <= 32767:
+            return "value", f"a blkif status is 16 bits signed: {self.value} does not fit"
+        if self.do == "storm" and self.value > 200_000:
+            return "value", f"{self.value} notifications would hold the backend for minutes: at most 200000"
+        return None
+
 
 @dataclass
 class BackendScript:

@@ -38,6 +38,8 @@ def test_a_script_becomes_the_json_the_backend_reads(tmp_path):
     ("{name: a, vbd: {op: attach, vdev: xvdc, backend: scripted, script: {features: {state: '4'}}}}",
      "not a backend feature node"),
     ("{name: a, vbd: {op: attach, vdev: xvdc, backend: scripted, script: {rules: [{do: lie-a-lot}]}}}", "do"),
+    ("{name: a, vbd: {op: attach, vdev: xvdc, backend: scripted, script: {rules: [{do: bad-status, value: 40000}]}}}",
+     "16 bits signed"),
 ])
 def test_what_a_scripted_vbd_refuses_is_named(tmp_path, step, words):
     with pytest.raises(ConfigError) as ei:
