@@ -59,7 +59,7 @@ def test_ci_nightly_shards_then_merge(tmp_path, stub_venv, matrix_file):
     # `run` set the host up first (./xenrig setup -> doctor); merge only needed the virtualenv
     assert calls.read_text().splitlines() == ["doctor", "doctor", "nightly --help"]
     listing = ci("list", "--shard", "2/2")
-    assert listing.returncode == 0 and listing.stdout.count("shard 2/2") == 16
+    assert listing.returncode == 0 and listing.stdout.count("shard 2/2") == 18
 
 
 def _ci_nightly_lines(text: str) -> list[str]:

@@ -13,9 +13,10 @@ def test_shipped_matrix_expands_to_stable_cells(matrix):
     assert ids == sorted(ids)
     assert ids == [
         "blkfront-io/phy/default", "blkfront-io/phy/no-indirect", "blkfront-io/phy/no-persistent",
-        "blkfront-io/phy/ring-order-4", "blkfront-io/qdisk/default", "blkfront-io/qdisk/ring-order-4",
+        "blkfront-io/phy/ring-order-4", "blkfront-io/phy/untrusted", "blkfront-io/qdisk/default",
+        "blkfront-io/qdisk/ring-order-4", "blkfront-io/qdisk/untrusted",
         "blkfront-lifecycle/phy/default", "blkfront-lifecycle/phy/no-indirect",
-        "blkfront-lifecycle/phy/no-persistent", "blkfront-lifecycle/qdisk/default",
+        "blkfront-lifecycle/phy/no-persistent", "blkfront-lifecycle/phy/untrusted", "blkfront-lifecycle/qdisk/default",
         "blkfront-resume/phy/default", "blkfront-resume/phy/no-indirect", "blkfront-resume/phy/no-persistent",
         "blkfront-resume/phy/ring-order-4", "blkfront-resume/qdisk/default", "blkfront-resume/qdisk/ring-order-4",
         "blkfront-smp/phy/default", "blkfront-smp/phy/no-indirect", "blkfront-smp/phy/no-persistent",
@@ -23,15 +24,20 @@ def test_shipped_matrix_expands_to_stable_cells(matrix):
         "blkfront-smp/qdisk/default", "blkfront-smp/qdisk/ring-order-0", "blkfront-smp/qdisk/ring-order-4",
         "blkfront-smp/qdisk/smp4",
         "gnttab-conformance/phy/default", "gnttab-conformance/qdisk/default",
-        "smoke/phy/default", "smoke/phy/no-indirect", "smoke/phy/no-persistent", "smoke/qdisk/default",
+        "smoke/phy/default", "smoke/phy/no-indirect", "smoke/phy/no-persistent", "smoke/phy/untrusted",
+        "smoke/qdisk/default",
     ]
-    assert len(matrix.excluded) == 40 and all(e["reason"] for e in matrix.excluded)
+    assert len(matrix.excluded) == 48 and all(e["reason"] for e in matrix.excluded)
     assert matrix.scenarios == ["smoke", "gnttab-conformance", "blkfront-io", "blkfront-lifecycle", "blkfront-smp",
                                 "blkfront-resume"]
     # Columns every cell of which is excluded are not in the grid.
     assert matrix.columns == ["phy/default", "phy/no-persistent", "phy/no-indirect", "phy/smp4", "phy/ring-order-0",
-                              "phy/ring-order-4", "qdisk/default", "qdisk/smp4", "qdisk/ring-order-0",
-                              "qdisk/ring-order-4"]
+                              "phy/ring-order-4", "phy/untrusted", "qdisk/default", "qdisk/smp4", "qdisk/ring-order-0",
+                              "qdisk/ring-order-4", "qdisk/untrusted"]
+    # The trusted axis: blkfront's trusted=0, without persistent grants (which imply bouncing).
+    untrusted = next(c for c in matrix.cells if c.id == "blkfront-io/phy/untrusted")
+    assert untrusted.sets == ("guest.disks[*].backend=phy", "modules.blkfront.params.trusted=0",
+                              "modules.blkfront.params.feature_persistent=0")
     # The vCPU axis sets the guest's vCPUs and blkfront's queues together.
     smp4 = next(c for c in matrix.cells if c.id == "blkfront-smp/phy/smp4")
     assert smp4.sets == ("guest.disks[*].backend=phy", "guest.vcpus=4", "modules.blkfront.params.max_queues=4")

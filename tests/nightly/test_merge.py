@@ -43,6 +43,9 @@ EXPECTED = {
         "qdisk/default", "qdisk/ring-order-0", "qdisk/ring-order-4", "qdisk/smp4")},
     **{f"blkfront-resume/{col}": "PASS" for col in (
         "phy/default", "phy/no-indirect", "phy/no-persistent", "phy/ring-order-4", "qdisk/default", "qdisk/ring-order-4")},
+    # The trusted axis.
+    "blkfront-io/phy/untrusted": "PASS", "blkfront-io/qdisk/untrusted": "PASS",
+    "blkfront-lifecycle/phy/untrusted": "PASS", "smoke/phy/untrusted": "PASS",
 }
 
 
@@ -67,7 +70,7 @@ def test_two_shards_merged_give_the_grid_of_one_unsharded_run(tmp_path, matrix, 
 
     assert whole["grid"]["cells"] == EXPECTED
     assert comparable(merged) == comparable(whole)
-    assert merged["outcome"] == "FAIL" and merged["counts"] == {"PASS": 27, "FLAKY": 1, "FAIL": 3, "INFRA": 1,
+    assert merged["outcome"] == "FAIL" and merged["counts"] == {"PASS": 31, "FLAKY": 1, "FAIL": 3, "INFRA": 1,
                                                                 "SKIP": 0, "MISSING": 0}
     assert [s["index"] for s in merged["shards"]] == [1, 2] and not merged["warnings"]
     html_whole = (tmp_path / "whole" / "index.html").read_text()
@@ -214,7 +217,7 @@ def test_history_gives_a_trend(tmp_path, matrix):
     history = nightly.load_history([nights], tmp_path / "tonight")
     assert [h["label"] for h in history] == ["n1", "n2"]
     _, night = nightly.run(matrix, WHOLE, tmp_path / "tonight", ScriptedRunner(SCRIPT), history=history)
-    assert [h["counts"]["PASS"] for h in night["history"]] == [32, 31]
+    assert [h["counts"]["PASS"] for h in night["history"]] == [36, 35]
     assert night["history"][1]["cells"]["smoke/phy/default"] == {
         "status": "INFRA", "link": "../history/n2/smoke/phy/default/report.html"}
     html = (tmp_path / "tonight" / "index.html").read_text()
@@ -236,11 +239,11 @@ def test_index_is_static_and_links_every_run(tmp_path, matrix):
     grid = grid_section(html)
     # rows: scenarios in the file's order; columns: backend, then parameter set
     assert grid.index("smoke") < grid.index("gnttab-conformance") < grid.index("blkfront-io")
-    assert "<th colspan='6'>phy</th><th colspan='4'>qdisk</th>" in grid
+    assert "<th colspan='7'>phy</th><th colspan='5'>qdisk</th>" in grid
     for status in ("PASS", "FAIL", "INFRA", "FLAKY"):
         assert f'class="badge {status}"' in grid
-    # every slot of the 6 x 10 grid that runs no cell says so (32 cells run)
-    assert grid.count("excluded") == 6 * 10 - len(matrix.cells) == 28
+    # every slot of the 6 x 12 grid that runs no cell says so (36 cells run)
+    assert grid.count("excluded") == 6 * 12 - len(matrix.cells) == 36
     for c in night["cells"]:
         assert f"href='{c['run_dir']}/report.html'" in grid
         assert (tmp_path / c["run_dir"] / "report.html").is_file()
