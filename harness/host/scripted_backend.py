@@ -115,10 +115,6 @@ def kill(xen, vbd: ScriptedVbd) -> None:
             f"xenstore-rm /local/domain/0/backend/xrvbd/{vbd.domid}/{vbd.devid} 2>/dev/null", timeout_s=30)
 
 
-def alive(xen, vbd: ScriptedVbd) -> bool:
-    return xen.run(f"kill -0 {vbd.pid} 2>/dev/null", timeout_s=30).exit_status == 0
-
-
 def fetch_log(xen, vbd: ScriptedVbd, run_dir: Path) -> list[dict]:
     """The backend's log, copied into the run folder; its events as dicts
     (lines that do not parse are kept in the copy and skipped here)."""

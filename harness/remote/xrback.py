@@ -270,7 +270,6 @@ class Ring:
         self.req_cons = self.hdr[0]
         self.rsp_pvt = self.hdr[2]
         self.port = back.evt.bind(back.domid, port)
-        self.remote_port = port
         self.delayed = []            # (due, responses) held back by a delay rule
         self.outstanding = set()     # ids taken and not answered yet
         self.late_notify = None      # when a withheld notification is finally sent
@@ -378,7 +377,9 @@ class Backend:
                  "max-ring-page-order": 4, "multi-queue-max-queues": 4}
         nodes.update(self.features)
         for key, value in nodes.items():
-            if value is None:
+            if value is None or value == "":
+                # An empty value in the scenario's script removes the node
+                # (BackendScript: a node absent is a lie of its own).
                 self.xs.rm(f"{self.backp}/{key}")
             else:
                 self.xs.write(f"{self.backp}/{key}", value)

@@ -223,3 +223,22 @@ def test_a_ring_page_with_bytes_beyond_its_indexes_is_reported(backend):
     backend.ring.mm.buf[200] = 1
     backend.check_ring_zero(backend.ring)
     assert backend.checks == {"ring_pages": 1, "sectors_checked": 0, "unzeroed": 1}
+
+
+class FakeStore:
+    def __init__(self):
+        self.written, self.removed = {}, []
+
+    def write(self, path, value, tx=0):
+        self.written[path] = value
+
+    def rm(self, path, tx=0):
+        self.removed.append(path)
+
+
+def test_a_feature_given_empty_is_removed_and_the_others_override_the_defaults(backend):
+    backend.xs, backend.backp = FakeStore(), "/b"
+    backend.features = {"feature-persistent": "", "max-ring-page-order": "99"}
+    backend.advertise()
+    assert "/b/feature-persistent" in backend.xs.removed and "/b/feature-persistent" not in backend.xs.written
+    assert backend.xs.written["/b/max-ring-page-order"] == "99" and backend.xs.written["/b/state"] == 2
