@@ -167,10 +167,15 @@ class Lifecycle:
         del cap.scripted[vdev]
         # What the backend checked of the pages the guest shared (XSA-403),
         # for a step to expect: unzeroed: 0.
-        done = next((e for e in reversed(events) if e.get("ev") == "disconnected"), None)
+        # The last count wins: a backend holding pages past its disconnect
+        # (hold-persistent) says "released" after it.
+        done = next((e for e in reversed(events) if e.get("ev") in ("released", "disconnected")), None)
         if done is not None:
             out.update(unzeroed=sum(1 for e in events if e.get("ev") == "unzeroed"),
-                       sectors_checked=done.get("sectors_checked", 0), ring_pages_checked=done.get("ring_pages", 0))
+                       sectors_checked=done.get("sectors_checked", 0), ring_pages_checked=done.get("ring_pages", 0),
+                       other_maps_refused=done.get("other_maps_refused", 0),
+                       other_maps_allowed=done.get("other_maps_allowed", 0),
+                       held_pages_reused=done.get("held_pages_reused", 0))
         return out
 
     def detach(self, vdev: str, timeout_s: float) -> dict:

@@ -141,7 +141,10 @@ class ModulesConfig:
 
 
 BACKEND_BEHAVIOURS = ("delay", "duplicate", "unknown-id", "id-out-of-range", "wrong-op", "bad-status",
-                      "rsp-prod-ahead", "rewrite-after-push", "unsolicited", "storm", "no-notify", "keep-mapped")
+                      "rsp-prod-ahead", "rewrite-after-push", "unsolicited", "storm", "no-notify", "keep-mapped",
+                      "reorder", "map-other", "scribble-write", "state-jump", "close-with-io", "vanish-with-io",
+                      # about the device, not a request: every match field is ignored
+                      "connect-early", "hold-persistent")
 
 
 @dataclass

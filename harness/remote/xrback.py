@@ -233,6 +233,12 @@ class ProtocolError(Exception):
     """The frontend broke the protocol: logged, the request answered ERROR."""
 
 
+# Lies about the device rather than one request: how it connects, how it
+# lets go.  The rest are looked up per request (Script.rule_for).
+DEVICE_LIES = ("connect-early", "hold-persistent")
+MARKER = b"\xb7" * PAGE            # what hold-persistent writes into a page it keeps
+
+
 class Script:
     """Which rule applies to the n-th request taken (0-based, per vbd),
     starting at `sector`.  `sector_from` keeps a lie off the reads the
@@ -271,6 +277,7 @@ class Ring:
         self.rsp_pvt = self.hdr[2]
         self.port = back.evt.bind(back.domid, port)
         self.delayed = []            # (due, responses) held back by a delay rule
+        self.reordered = []          # (due, responses) held until a later one is out
         self.outstanding = set()     # ids taken and not answered yet
         self.late_notify = None      # when a withheld notification is finally sent
 
@@ -332,11 +339,16 @@ class Backend:
         self.sectors = os.fstat(self.fd).st_size // SECTOR
         script = spec.get("script") or {}
         self.features = script.get("features") or {}
-        self.script = Script(script.get("rules") or [])
+        rules = script.get("rules") or []
+        self.device_lies = {r["do"]: r for r in rules if r.get("do") in DEVICE_LIES}
+        self.script = Script([r for r in rules if r.get("do") not in DEVICE_LIES])
+        self.last_grefs = []         # data grants of the request answered last (map-other)
+        self.ending = None           # close-with-io / vanish-with-io, once told
         self.rings = {}              # local port -> Ring
         self.persistent = {}         # gref -> (mapping, index)
         self.covered = {}            # persistent gref -> sectors some request covered
-        self.checks = {"ring_pages": 0, "sectors_checked": 0, "unzeroed": 0}
+        self.checks = {"ring_pages": 0, "sectors_checked": 0, "unzeroed": 0,
+                       "other_maps_refused": 0, "other_maps_allowed": 0, "held_pages_reused": 0}
         self.held = []               # (until, mapping, index, count): the keep-mapped lie
         self.use_persistent = False
         self.taken = 0
@@ -403,8 +415,14 @@ class Backend:
         return None
 
     def connect(self):
+        early = "connect-early" in self.device_lies
+        if early:
+            # Connected straight after InitWait, before the frontend has
+            # published its rings: blkfront must talk first, then connect.
+            self.set_state("Connected")
+            self.log("lie", did="connect-early")
         state = self.wait_front({3, 4, 5, 6})
-        if state != 3:
+        if state not in ((3, 4) if early else (3,)):
             self.log("no-connect", frontend_state=state)
             return False
         f = self.front
@@ -430,7 +448,8 @@ class Backend:
             self.check_ring_zero(ring)
             self.rings[ring.port] = ring
         self.log("connected", queues=len(dirs), order=order, persistent=self.use_persistent)
-        self.set_state("Connected")
+        if not early:
+            self.set_state("Connected")
         return True
 
     def disconnect(self):
@@ -438,10 +457,13 @@ class Backend:
         for ring in self.rings.values():
             ring.close()
         self.rings.clear()
+        held = {}
+        if "hold-persistent" in self.device_lies:
+            held, self.persistent = self.persistent, {}
         for m, index in self.persistent.values():
             self.gnt.unmap(m, index, 1)
-        self.log("disconnected", persistent_unmapped=len(self.persistent), **self.checks)
-        self.persistent.clear()
+        self.log("disconnected", persistent_unmapped=len(self.persistent), persistent_held=len(held), **self.checks)
+        self.persistent = held
 
     # -- requests -------------------------------------------------------------
     def segments(self, raw):
@@ -466,9 +488,13 @@ class Backend:
             raise ProtocolError(f"request: operation {op}, {nseg} segments")
         return op, rid, sector, [SEG.unpack_from(raw, RW.size + i * SEG.size) for i in range(nseg)]
 
-    def serve(self, op, sector, segs, hold_ms=None):
+    def serve(self, op, sector, segs, hold_ms=None, scribble=False):
         """Do the I/O; returns a status.  `hold_ms`: the request's data
-        grants stay mapped that long after it (the keep-mapped lie)."""
+        grants stay mapped that long after it (the keep-mapped lie).
+        `scribble`: a write's pages are mapped writable and, once the data
+        is on disk, overwritten with 0x5a (the scribble-write lie): on a
+        disk blkfront bounces, only its bounce pages change; on one it does
+        not, the guest's own buffer does."""
         if op in (OP_FLUSH, OP_BARRIER):
             os.fsync(self.fd)
             return RSP_OKAY
@@ -490,8 +516,16 @@ class Backend:
             if gref in self.persistent:
                 self.check_uncovered(gref, [(f, last) for g, f, last in segs if g == gref])
         m = index = None
+        writable = op == OP_READ or (scribble and op == OP_WRITE)
         if todo:
-            m, index = self.gnt.map(self.domid, todo, op == OP_READ)
+            try:
+                m, index = self.gnt.map(self.domid, todo, writable)
+            except OSError as exc:
+                if op == OP_READ or not scribble:
+                    raise
+                self.log("lie", did="scribble-write", writable_map="refused", why=str(exc))
+                scribble, writable = False, False
+                m, index = self.gnt.map(self.domid, todo, False)
         try:
             where = {g: i for i, g in enumerate(todo)}
             for gref, first, last in segs:
@@ -502,6 +536,14 @@ class Backend:
                 else:
                     os.pwrite(self.fd, page[base + start:base + start + length], pos)
                 pos += length
+            if scribble and op == OP_WRITE:
+                for gref, first, last in segs:
+                    start, length = first * SECTOR, (last - first + 1) * SECTOR
+                    page, base = (self.persistent[gref][0], 0) if gref in self.persistent else (m, where[gref] * PAGE)
+                    page[base + start:base + start + length] = b"\x5a" * length
+                self.log("lie", did="scribble-write", writable_map="allowed", sector=sector,
+                         pages=len(dict.fromkeys(g for g, _, _ in segs)),
+                         persistent=sum(1 for g in dict.fromkeys(g for g, _, _ in segs) if g in self.persistent))
         finally:
             if m is not None and hold_ms is None:
                 self.gnt.unmap(m, index, len(todo))
@@ -553,7 +595,7 @@ class Backend:
         rule = self.script.rule_for(n, {OP_READ: "read", OP_WRITE: "write"}.get(op, "other"), sector)
         try:
             hold = rule.get("ms", 2000) if rule and rule.get("do") == "keep-mapped" else None
-            status = self.serve(op, sector, segs, hold)
+            status = self.serve(op, sector, segs, hold, scribble=bool(rule) and rule.get("do") == "scribble-write")
         except ProtocolError as exc:
             self.log("bad-request", ring=ring.name, n=n, id=rid, why=exc.args[0])
             status = RSP_ERROR
@@ -562,6 +604,8 @@ class Backend:
             status = RSP_ERROR
         self.log("request", ring=ring.name, n=n, id=rid, op=op, sector=sector, segs=len(segs), status=status,
                  rule=rule.get("do") if rule else None)
+        # For map-other: the grants this request used that end with it.
+        self.last_grefs = [g for g in dict.fromkeys(g for g, _, _ in segs) if g not in self.persistent]
         return [(rid, op, status)], rule
 
     def process(self, ring):
@@ -580,11 +624,29 @@ class Backend:
             if lie == "delay":
                 ring.delayed.append((time.monotonic() + rule.get("ms", 100) / 1000, responses))
                 continue
+            if lie == "reorder" and not ring.reordered:
+                # Held until a later request's response is out (or `ms`);
+                # one at a time, so the next one overtakes it.
+                ring.reordered.append((time.monotonic() + rule.get("ms", 2000) / 1000, responses))
+                self.log("lie", ring=ring.name, did="reorder", id=responses[0][0])
+                continue
+            if lie in ("close-with-io", "vanish-with-io"):
+                # Never answered: the device goes away under it.
+                self.ending = lie
+                self.stop = True
+                self.log("lie", ring=ring.name, did=lie, unanswered_id=responses[0][0])
+                break
             if lie is not None:
                 after.append((lie, rule, self.lie(ring, lie, rule, responses)))
             else:
                 self.answer(ring, responses)
             pushed = True
+        if pushed and ring.reordered:
+            # Later responses are on the ring now: the held ones go after.
+            held, ring.reordered = ring.reordered, []
+            for _, responses in held:
+                self.answer(ring, responses)
+            self.log("reordered", ring=ring.name, ids=[r[0][0] for _, r in held])
         if not pushed:
             return
         lies = {lie for lie, _, _ in after}
@@ -609,6 +671,10 @@ class Backend:
                 self.log("lie", ring=ring.name, did="storm", notifications=count)
             elif lie == "rewrite-after-push":
                 self.rewrite(ring, *extra)
+            elif lie == "map-other":
+                self.map_other(ring, *extra)
+            elif lie == "state-jump":
+                self.state_jump()
 
     def answer(self, ring, responses):
         for rid, op, status in responses:
@@ -652,26 +718,59 @@ class Backend:
         elif lie == "rewrite-after-push":
             ring.outstanding.discard(rid)
             extra = (ring.put(rid, op, status), ring.rsp_pvt, rid, op)
+        elif lie == "map-other":
+            self.answer(ring, responses)
+            extra = (ring.rsp_pvt, rid, list(self.last_grefs))
         else:   # the response is right; the ring's handling or the grants lie
             self.answer(ring, responses)
-        if lie not in ("rsp-prod-ahead", "storm", "no-notify", "rewrite-after-push", "keep-mapped"):
+        if lie not in ("rsp-prod-ahead", "storm", "no-notify", "rewrite-after-push", "keep-mapped", "map-other",
+                       "state-jump", "scribble-write"):
             self.log("lie", **said)
         return extra
+
+    def consumed(self, ring, index, timeout_s=5):
+        """Wait until the frontend has read the responses up to `index`:
+        blkfront sets rsp_event to rsp_cons + 1 once it has handled what was
+        published, so past `index`."""
+        def done():
+            return 1 <= ((ring.hdr[3] - index) & 0xFFFFFFFF) <= ring.size
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return done()
+
+    def map_other(self, ring, index, rid, grefs):
+        """Once blkfront has handled the response (and so ended the
+        request's grants), map those grants again, writable: Xen must refuse
+        each, since the frontend no longer grants them."""
+        if not self.consumed(ring, index):
+            self.log("lie-skipped", ring=ring.name, did="map-other", id=rid, why="not consumed within 5 s")
+            return
+        allowed = []
+        for gref in grefs:
+            try:
+                m, index_ = self.gnt.map(self.domid, [gref], True)
+            except OSError:
+                self.checks["other_maps_refused"] += 1
+                continue
+            self.gnt.unmap(m, index_, 1)
+            self.checks["other_maps_allowed"] += 1
+            allowed.append(gref)
+        self.log("lie", ring=ring.name, did="map-other", id=rid, grefs=grefs, allowed=allowed)
+
+    def state_jump(self):
+        """States out of order while connected, back to Connected at the
+        end (which blkfront reads as a capacity change)."""
+        for name in ("Initialising", "InitWait", "Initialised", "Connected"):
+            self.set_state(name)
+            time.sleep(0.2)
+        self.log("lie", did="state-jump")
 
     def rewrite(self, ring, off, index, rid, op):
         """Once the frontend has consumed the response (its rsp_event moves
         past it), overwrite it with another id and an error: a frontend
         that reads a response twice would see the second one."""
-        def consumed():
-            # blkfront sets rsp_event to rsp_cons + 1 once it has read
-            # what was published: past `index`, the response's successor.
-            return 1 <= ((ring.hdr[3] - index) & 0xFFFFFFFF) <= ring.size
-
-        deadline = time.monotonic() + 5
-        while not consumed() and time.monotonic() < deadline:
-            time.sleep(0.001)
-        first = consumed()
-        if not first:
+        if not self.consumed(ring, index):
             # Rewriting now would be a different lie (a wrong id it reads
             # first); say so and leave the response as it was.
             self.log("lie-skipped", ring=ring.name, did="rewrite-after-push", id=rid, why="not consumed within 5 s")
@@ -695,6 +794,11 @@ class Backend:
             ring.late_notify = None
             self.evt.notify(ring.port)
             self.log("late-notify", ring=ring.name)
+        late = [r for r in ring.reordered if r[0] <= now]
+        if late:
+            ring.reordered = [r for r in ring.reordered if r[0] > now]
+            self.log("reorder-timeout", ring=ring.name, ids=[r[0][0] for _, r in late])
+            ring.delayed.extend((now, r) for _, r in late)
         due = [r for r in ring.delayed if r[0] <= now]
         if not due:
             return
@@ -712,7 +816,7 @@ class Backend:
             return 1
         last_state = 0.0
         while not self.stop:
-            delays = [d for r in self.rings.values() for d, _ in r.delayed]
+            delays = [d for r in self.rings.values() for d, _ in r.delayed + r.reordered]
             delays += [r.late_notify for r in self.rings.values() if r.late_notify is not None]
             delays += [h[0] for h in self.held]
             wait = 0.05 if not delays else max(0.0, min(min(delays) - time.monotonic(), 0.05))
@@ -732,6 +836,13 @@ class Backend:
                 if state is None or state >= 5:
                     self.log("frontend-closing", frontend_state=state)
                     break
+        if self.ending == "vanish-with-io":
+            # Gone without a word, as a driver domain that died: our
+            # directory goes, the frontend's stays with a request in flight.
+            self.xs.rm(self.backp)
+            self.log("backend-vanished")
+            self.disconnect()
+            return 0
         # As blkback: unmap everything, then Closing; the frontend ends its
         # grants and answers Closed; then the device goes away.
         self.disconnect()
@@ -741,7 +852,35 @@ class Backend:
         self.set_state("Closed")
         self.log("closed", frontend_state=state)
         self.remove_nodes()
+        if self.persistent:
+            self.hold_persistent()
         return 0
+
+    def hold_persistent(self):
+        """The hold-persistent lie: the frontend has ended its persistent
+        grants and freed their pages (blkif_free_ring); we keep them mapped.
+        A hardened kernel keeps such a page allocated until the backend lets
+        go (gnttab's deferred list holds a reference), so the marker we
+        write must stay as written: a page that changes was handed to
+        someone else in the guest while we could still read it."""
+        rule = self.device_lies["hold-persistent"]
+        pages = list(self.persistent.items())
+        for _, (m, _) in pages:
+            m[0:PAGE] = MARKER
+        self.log("lie", did="hold-persistent", pages=len(pages), ms=rule.get("ms", 10000))
+        reused = set()
+        deadline = time.monotonic() + rule.get("ms", 10000) / 1000
+        while time.monotonic() < deadline:
+            for gref, (m, _) in pages:
+                if gref not in reused and bytes(m[0:PAGE]) != MARKER:
+                    reused.add(gref)
+                    self.log("held-page-reused", gref=gref, changed_bytes=PAGE - bytes(m[0:PAGE]).count(0xB7))
+            time.sleep(0.1)
+        self.checks["held_pages_reused"] = len(reused)
+        for m, index in self.persistent.values():
+            self.gnt.unmap(m, index, 1)
+        self.persistent.clear()
+        self.log("released", pages=len(pages), **self.checks)
 
 
 def _int(text, lo, hi):

@@ -49,8 +49,11 @@ class FakeMapping:
 class FakeGnt:
     def __init__(self, pages):
         self.pages, self.maps, self.next = pages, [], 0
+        self.ended = set()           # refs the guest no longer grants: Xen refuses them
 
     def map(self, domid, refs, writable):
+        if self.ended & set(refs):
+            raise OSError(22, "mmap of granted pages failed")
         m = FakeMapping(self.pages, list(refs), writable)
         self.maps.append(m)
         self.next += 1
@@ -85,7 +88,9 @@ def backend(tmp_path):
     back.fd = __import__("os").open(image, __import__("os").O_RDWR)
     back.sectors, back.max_indirect = (1 << 20) // 512, 32
     back.persistent, back.held, back.use_persistent = {}, [], False
-    back.covered, back.checks = {}, {"ring_pages": 0, "sectors_checked": 0, "unzeroed": 0}
+    back.covered, back.checks = {}, {"ring_pages": 0, "sectors_checked": 0, "unzeroed": 0,
+                                     "other_maps_refused": 0, "other_maps_allowed": 0, "held_pages_reused": 0}
+    back.device_lies, back.last_grefs, back.ending = {}, [], None
     back.taken, back.stop = 0, False
     back.script = xrback.Script([])
     back.pages, back.image, back.logfile = pages, image, tmp_path / "log.jsonl"
@@ -222,7 +227,7 @@ def test_a_persistent_page_s_sectors_no_request_covered_must_be_zero(backend):
 def test_a_ring_page_with_bytes_beyond_its_indexes_is_reported(backend):
     backend.ring.mm.buf[200] = 1
     backend.check_ring_zero(backend.ring)
-    assert backend.checks == {"ring_pages": 1, "sectors_checked": 0, "unzeroed": 1}
+    assert (backend.checks["ring_pages"], backend.checks["unzeroed"]) == (1, 1)
 
 
 class FakeStore:
@@ -242,3 +247,81 @@ def test_a_feature_given_empty_is_removed_and_the_others_override_the_defaults(b
     backend.advertise()
     assert "/b/feature-persistent" in backend.xs.removed and "/b/feature-persistent" not in backend.xs.written
     assert backend.xs.written["/b/max-ring-page-order"] == "99" and backend.xs.written["/b/state"] == 2
+
+
+def test_reorder_answers_a_later_request_first(backend):
+    backend.pages[1], backend.pages[2] = bytearray(PAGE), bytearray(PAGE)
+    backend.script = xrback.Script([{"do": "reorder", "nth": 0}])
+    produce(backend, [rw(xrback.OP_READ, 3, 0, [(1, 0, 7)]), rw(xrback.OP_READ, 4, 8, [(2, 0, 7)])])
+    backend.process(backend.ring)
+    assert responses(backend) == (2, [(4, 0, 0), (3, 0, 0)])
+    # Alone in its batch, the held one waits for the next batch's answer.
+    backend.script = xrback.Script([{"do": "reorder", "nth": 2}])
+    produce(backend, [rw(xrback.OP_READ, 5, 0, [(1, 0, 7)])])
+    backend.process(backend.ring)
+    assert responses(backend)[0] == 2 and backend.ring.reordered
+    produce(backend, [rw(xrback.OP_READ, 6, 0, [(1, 0, 7)])])
+    backend.process(backend.ring)
+    assert responses(backend)[1][2:] == [(6, 0, 0), (5, 0, 0)]
+
+
+def test_map_other_maps_the_answered_requests_grants_again_and_counts_what_xen_said(backend):
+    backend.pages[1], backend.pages[2] = bytearray(PAGE), bytearray(PAGE)
+    backend.script = xrback.Script([{"do": "map-other", "nth": 0}])
+    backend.gnt.ended = {1}          # blkfront ended grant 1 with the response; 2 it forgot
+    produce(backend, [rw(xrback.OP_READ, 3, 0, [(1, 0, 7), (2, 0, 7)])])
+    struct.pack_into("<I", backend.ring.mm.buf, 12, 2)     # it has consumed the response
+    backend.gnt.ended = set()
+    orig = backend.gnt.map
+
+    def map_after_response(domid, refs, writable):       # the request's own map succeeds
+        if len(backend.gnt.maps) >= 2 and refs == [1]:
+            raise OSError(22, "refused")
+        return orig(domid, refs, writable)
+    backend.gnt.map = map_after_response
+    backend.process(backend.ring)
+    assert responses(backend) == (1, [(3, 0, 0)])
+    assert (backend.checks["other_maps_refused"], backend.checks["other_maps_allowed"]) == (1, 1)
+    lie = [e for e in events(backend) if e["ev"] == "lie"][0]
+    assert (lie["did"], lie["grefs"], lie["allowed"]) == ("map-other", [1, 2], [2])
+
+
+def test_scribble_write_serves_the_write_then_overwrites_the_guests_page(backend):
+    backend.pages[100] = bytearray(b"\xab" * PAGE)
+    backend.script = xrback.Script([{"do": "scribble-write", "op": "write"}])
+    produce(backend, [rw(xrback.OP_WRITE, 4, 8, [(100, 0, 3)])])
+    backend.process(backend.ring)
+    assert backend.image.read_bytes()[8 * 512:12 * 512] == b"\xab" * 2048
+    assert backend.pages[100][:2048] == b"\x5a" * 2048 and backend.pages[100][2048:] == b"\xab" * 2048
+    assert backend.gnt.maps[-1].writable
+    assert [e["writable_map"] for e in events(backend) if e.get("did") == "scribble-write"] == ["allowed"]
+
+
+def test_close_with_io_leaves_the_request_unanswered_and_ends_the_loop(backend):
+    backend.pages[1] = bytearray(PAGE)
+    backend.script = xrback.Script([{"do": "close-with-io", "nth": 1}])
+    produce(backend, [rw(xrback.OP_READ, 3, 0, [(1, 0, 7)]), rw(xrback.OP_READ, 4, 0, [(1, 0, 7)])])
+    backend.process(backend.ring)
+    assert responses(backend) == (1, [(3, 0, 0)])
+    assert backend.stop and backend.ending == "close-with-io" and 4 in backend.ring.outstanding
+
+
+def test_state_jump_goes_through_every_early_state_and_back_to_connected(backend):
+    backend.xs, backend.backp = FakeStore(), "/b"
+    seen = []
+    backend.xs.write = lambda path, value, tx=0: seen.append(value)
+    backend.state_jump()
+    assert seen == [1, 2, 3, 4]
+
+
+def test_hold_persistent_keeps_the_pages_and_sees_a_guest_reusing_one(backend):
+    import threading
+    backend.device_lies = {"hold-persistent": {"do": "hold-persistent", "ms": 600}}
+    backend.pages[7], backend.pages[8] = bytearray(PAGE), bytearray(PAGE)
+    backend.persistent = {7: backend.gnt.map(3, [7], True), 8: backend.gnt.map(3, [8], True)}
+    reused = backend.persistent[8][0]
+    threading.Timer(0.2, lambda: reused.buf.__setitem__(slice(0, 16), bytes(16))).start()
+    backend.hold_persistent()
+    assert backend.checks["held_pages_reused"] == 1 and backend.persistent == {}
+    assert [e["gref"] for e in events(backend) if e["ev"] == "held-page-reused"] == [8]
+    assert all(m.closed for m in backend.gnt.maps[1:])     # [0]: the ring
