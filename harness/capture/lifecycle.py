@@ -151,7 +151,14 @@ class Lifecycle:
             guest_modules.wait_disks(self.guest, [step.vdev], timeout_s, f"attach {step.vdev} (scripted backend)")
         except XenrigError:
             cap.vdevs.remove(step.vdev)
-            scripted_backend.stop(self.xen, cap.scripted.pop(step.vdev))
+            vbd = cap.scripted.pop(step.vdev)
+            scripted_backend.stop(self.xen, vbd)
+            # What the backend saw of a device that never appeared is the
+            # evidence: keep its log in the run folder.
+            try:
+                scripted_backend.fetch_log(self.xen, vbd, cap.run_dir)
+            except XenrigError:
+                pass
             raise
         cap.rings_stale = True
         front, back = self.states(step.vdev)
