@@ -624,7 +624,9 @@ class Backend:
             if lie == "delay":
                 ring.delayed.append((time.monotonic() + rule.get("ms", 100) / 1000, responses))
                 continue
-            if lie == "reorder" and not ring.reordered:
+            if lie == "reorder" and ring.reordered:
+                lie = None       # one held at a time: this one overtakes it
+            if lie == "reorder":
                 # Held until a later request's response is out (or `ms`);
                 # one at a time, so the next one overtakes it.
                 ring.reordered.append((time.monotonic() + rule.get("ms", 2000) / 1000, responses))
