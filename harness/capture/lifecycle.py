@@ -45,6 +45,10 @@ def _state_name(value: int | None) -> str:
     return "gone" if value is None else XENBUS_STATES.get(value, str(value))
 
 
+# Counters the scripted backend's last summary carries, reported as they are.
+_BACKEND_COUNTS = ("sectors_checked", "other_maps_refused", "other_maps_allowed", "held_pages_reused")
+
+
 class Lifecycle:
     """The lifecycle steps of one capture session (harness.capture.live)."""
 
@@ -172,17 +176,15 @@ class Lifecycle:
         out = scripted_backend.stop(self.xen, vbd, timeout_s=min(timeout_s, 60))
         events = scripted_backend.fetch_log(self.xen, vbd, cap.run_dir)
         del cap.scripted[vdev]
-        # What the backend checked of the pages the guest shared (XSA-403),
-        # for a step to expect: unzeroed: 0.
-        # The last count wins: a backend holding pages past its disconnect
+        # What the backend checked (the XSA-403 pages, re-maps of ended
+        # grants, held pages), for a step to expect, e.g. unzeroed: 0.  The
+        # last count wins: a backend holding pages past its disconnect
         # (hold-persistent) says "released" after it.
         done = next((e for e in reversed(events) if e.get("ev") in ("released", "disconnected")), None)
         if done is not None:
-            out.update(unzeroed=sum(1 for e in events if e.get("ev") == "unzeroed"),
-                       sectors_checked=done.get("sectors_checked", 0), ring_pages_checked=done.get("ring_pages", 0),
-                       other_maps_refused=done.get("other_maps_refused", 0),
-                       other_maps_allowed=done.get("other_maps_allowed", 0),
-                       held_pages_reused=done.get("held_pages_reused", 0))
+            out.update({key: done.get(key, 0) for key in _BACKEND_COUNTS},
+                       unzeroed=sum(1 for e in events if e.get("ev") == "unzeroed"),
+                       ring_pages_checked=done.get("ring_pages", 0))
         return out
 
     def detach(self, vdev: str, timeout_s: float) -> dict:

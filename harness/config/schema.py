@@ -160,7 +160,11 @@ class BackendRule:
     after: int = field(default=0, metadata=_rng(0, 1 << 30))
     sector_from: int = field(default=0, metadata=_rng(0, 1 << 40))
     count: int | None = field(default=None, metadata=_rng(1, 1 << 30))
-    ms: int = field(default=100, metadata=_rng(0, 600_000))        # delay
+    # How long (delay, reorder, no-notify, keep-mapped, hold-persistent).
+    # Unset, each behaviour takes its own default in the backend (100 ms
+    # for delay, 2 s for reorder, no-notify and keep-mapped, 10 s for
+    # hold-persistent): one shared default here made reorder's 100 ms.
+    ms: int | None = field(default=None, metadata=_rng(0, 600_000))
     value: int = field(default=0, metadata=_rng(-32768, 1 << 20))  # status, how far ahead, how many events
 
     def validate(self):

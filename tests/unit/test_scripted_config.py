@@ -27,7 +27,7 @@ def test_a_script_becomes_the_json_the_backend_reads(tmp_path):
     assert vbd.backend == "scripted" and vbd.trusted is False
     payload = scripted_backend.script_payload(vbd.script)
     assert payload == {"features": {"feature-persistent": "0"},
-                       "rules": [{"do": "duplicate", "after": 0, "sector_from": 2048, "count": 1, "ms": 100, "value": 0}]}
+                       "rules": [{"do": "duplicate", "after": 0, "sector_from": 2048, "count": 1, "value": 0}]}
     json.dumps(payload)
 
 
@@ -85,3 +85,11 @@ def test_a_backend_that_dies_at_start_is_an_error_with_its_words(tmp_path):
         scripted_backend.start(FakeXen(alive=False), domid=3, vdev="xvdc", image="/r/i.img", script={},
                                run_dir=tmp_path)
     assert "did not start" in ei.value.message and "boom" in ei.value.message
+
+
+def test_a_rule_without_ms_leaves_the_behaviours_own_default_to_the_backend():
+    from harness.config.schema import BackendRule, BackendScript
+
+    payload = scripted_backend.script_payload(BackendScript(rules=[BackendRule(do="reorder"),
+                                                                   BackendRule(do="delay", ms=300)]))
+    assert [r.get("ms") for r in payload["rules"]] == [None, 300]
