@@ -22,7 +22,7 @@ from typing import Iterator
 
 from harness import outcome as outcome_mod
 from harness import aftermath, booted, build, canary, config, deathwatch, faults, guest, images, logfile, paths, report
-from harness.checks import guest_death, reach, smoke
+from harness.checks import backend_model, guest_death, reach, smoke
 from harness.capture.live import CaptureSession
 from harness.check import stepwise
 from harness.checks.result import ERROR, FAIL, PASS, CheckResult, overall
@@ -462,6 +462,10 @@ def _attempt(scenario: Scenario, host_cfg: HostConfig, run_dir: Path, timeline: 
                 raise
             finally:
                 _release_scripted(live)
+                # Every scripted backend's log is in the run folder now.
+                for r in backend_model.check(run_dir):
+                    timeline.note(f"{r.outcome} {r.id}: {r.message}")
+                    results.append(r)
                 r = canary.stop_dom0(xen)
                 timeline.note(f"{r.outcome} {r.id}: {r.message}")
                 results.append(r)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.check import check_file
+from harness.check import backend_log, check_file
 from harness.model.allocator import POLICIES
 
 
@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Replay a JSON Lines trace (docs/trace-schema.md) through the reference model and "
             "report PASS, or FAIL with the first divergent event, the rule it broke and the "
-            "model state around it. Exit code 0 PASS, 1 FAIL, 2 ERROR (bad input)."
+            "model state around it. A scripted backend's log (xrback-<vdev>.jsonl from a run folder) is "
+            "judged by the rules for a backend that lies (docs/model.md). "
+            "Exit code 0 PASS, 1 FAIL, 2 ERROR (bad input)."
         ),
     )
     parser.add_argument("trace", metavar="TRACE.jsonl", help="the trace to check")
@@ -36,7 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # A bad trace raises TraceFormatError (a UsageError): the CLI prints it as
     # one paragraph with the line number and exits 2.
-    verdict = check_file(args.trace, policy=args.policy, series=args.series)
+    if backend_log.is_backend_log(args.trace):
+        verdict = backend_log.check_file(args.trace)
+    else:
+        verdict = check_file(args.trace, policy=args.policy, series=args.series)
     if args.json:
         print(verdict.to_json())
     else:

@@ -169,6 +169,19 @@ _RULES = [
          f"{LNXB} blkfront_gather_backend_features, blkif_queue_discard_req", LINUX61),
     Rule("blkif.rsp-status", "a response status is BLKIF_RSP_OKAY, _ERROR or _EOPNOTSUPP",
          f"{BLKIFH} BLKIF_RSP_*"),
+    # a backend that lies, judged from its own log (harness/model/backend_lies.py)
+    Rule("lie.disable", "after a response the protocol forbids (a duplicate, an id not pending or beyond the ring, the wrong operation, rsp_prod past what was produced, a grant still mapped without persistent grants) the frontend consumes nothing past it: rsp_event stays at or before it",
+         f"{LNXB} blkif_interrupt (err: BLKIF_STATE_ERROR, \"disabled for further use\"), blkif_completion", LINUX61),
+    Rule("lie.tolerate", "after a lie the hardened frontend takes as harmless (an error status, a late, reordered or unannounced response, an event storm, a response rewritten once read, grants mapped again or overwritten) it consumes the responses past it",
+         f"{LNXB} blkif_interrupt (RING_COPY_RESPONSE, blkif_rsp_to_req_status)", LINUX61),
+    Rule("lie.id-reuse", "the frontend never pushes a request whose id the backend has taken and not answered",
+         f"{LNXB} get_id_from_freelist, add_id_to_freelist", LINUX61),
+    Rule("lie.grant-ended", "once the frontend has consumed a response it no longer grants that request's pages: Xen refuses the backend's map of them",
+         f"{LNXB} blkif_completion (gnttab_try_end_foreign_access); {XENC} map_grant_ref", LINUX61),
+    Rule("lie.zeroed", "on an untrusted disk every byte of a shared page that no request covered is zero (XSA-403)",
+         f"{LNXB} blkfront_setup_indirect, get_free_grant (bounce pages from __GFP_ZERO), the trusted node", LINUX61),
+    Rule("lie.held-page", "a page whose grant the frontend ended while the backend still maps it is not reused by the guest until the backend lets go (XSA-396)",
+         f"{LNXG} gnttab_end_foreign_access, gnttab_add_deferred", LINUX61),
 ]
 
 RULES: dict[str, Rule] = {rule.id: rule for rule in _RULES}

@@ -276,10 +276,11 @@ class Ring:
         self.req_cons = self.hdr[0]
         self.rsp_pvt = self.hdr[2]
         self.port = back.evt.bind(back.domid, port)
-        self.delayed = []            # (due, responses) held back by a delay rule
-        self.reordered = []          # (due, responses) held until a later one is out
+        self.delayed = []            # (due, responses, lie) held back by a delay rule
+        self.reordered = []          # (due, responses, lie) held until a later one is out
         self.outstanding = set()     # ids taken and not answered yet
         self.late_notify = None      # when a withheld notification is finally sent
+        self.seen = None             # the frontend's rsp_event, last logged
 
     def close(self):
         self.back.evt.unbind(self.port)
@@ -290,8 +291,9 @@ class Ring:
         return RSP_OFF + (idx % self.size) * REQ_SIZE
 
     def take(self):
-        """Every request the frontend has produced, copied out once
-        (RING_FINAL_CHECK_FOR_REQUESTS: re-arm req_event, then look again)."""
+        """Every request the frontend has produced, copied out once, with
+        its ring index (RING_FINAL_CHECK_FOR_REQUESTS: re-arm req_event,
+        then look again)."""
         reqs = []
         while True:
             prod = self.hdr[0]
@@ -299,18 +301,34 @@ class Ring:
                 raise ProtocolError(f"req_prod {prod} is more than a ring ahead of {self.req_cons}")
             while self.req_cons != prod:
                 off = self.slot(self.req_cons)
-                reqs.append(bytes(self.mm[off:off + REQ_SIZE]))
+                reqs.append((self.req_cons, bytes(self.mm[off:off + REQ_SIZE])))
                 self.req_cons = (self.req_cons + 1) & 0xFFFFFFFF
             self.hdr[1] = (self.req_cons + 1) & 0xFFFFFFFF
             fence()
             if self.hdr[0] == self.req_cons:
                 return reqs
 
-    def put(self, rid, op, status):
+    def put(self, rid, op, status, lie=None):
+        """One response at rsp_pvt, logged with its index: the model
+        (harness/model/backend_lies.py) follows every id answered, and which
+        response a lie put."""
         off = self.slot(self.rsp_pvt)
         self.mm[off:off + RSP.size] = RSP.pack(rid & 0xFFFFFFFFFFFFFFFF, op & 0xFF, status)
+        fields = {"ring": self.name, "at": self.rsp_pvt, "id": rid, "op": op & 0xFF, "st": status}
+        if lie is not None:
+            fields["lie"] = lie
+        self.back.log("rsp", **fields)
         self.rsp_pvt = (self.rsp_pvt + 1) & 0xFFFFFFFF
         return off
+
+    def watch_front(self):
+        """Log the frontend's rsp_event when it moves: blkfront sets it to
+        rsp_cons + 1 after each batch it handled, so it says how far the
+        frontend consumed (and a disabled ring's stays put)."""
+        seen = self.hdr[3]
+        if seen != self.seen:
+            self.seen = seen
+            self.back.log("seen", ring=self.name, rsp_event=seen)
 
     def push(self, prod=None, notify=True):
         """RING_PUSH_RESPONSES_AND_CHECK_NOTIFY (prod: publish this instead
@@ -446,6 +464,7 @@ class Backend:
                 return False
             ring = Ring(self, f"q{q}", refs, port)
             self.check_ring_zero(ring)
+            ring.watch_front()
             self.rings[ring.port] = ring
         self.log("connected", queues=len(dirs), order=order, persistent=self.use_persistent)
         if not early:
@@ -455,6 +474,7 @@ class Backend:
     def disconnect(self):
         self.release_held(0, everything=True)
         for ring in self.rings.values():
+            ring.watch_front()
             ring.close()
         self.rings.clear()
         held = {}
@@ -581,7 +601,7 @@ class Backend:
             self.checks["unzeroed"] += 1
             self.log("unzeroed", kind="ring page", ring=ring.name, nonzero_bytes=len(data) - data.count(0))
 
-    def handle(self, ring, raw):
+    def handle(self, ring, at, raw):
         n = self.taken
         self.taken += 1
         try:
@@ -590,7 +610,7 @@ class Backend:
             # id sits at byte 8 in every request layout; an indirect
             # request's response carries its indirect_op.
             rid, op = struct.unpack_from("<Q", raw, 8)[0], raw[1] if raw[0] == OP_INDIRECT else raw[0]
-            self.log("bad-request", ring=ring.name, n=n, why=str(exc), id=rid)
+            self.log("bad-request", ring=ring.name, n=n, at=at, why=str(exc), id=rid)
             return [(rid, op, RSP_ERROR)], None
         rule = self.script.rule_for(n, {OP_READ: "read", OP_WRITE: "write"}.get(op, "other"), sector)
         try:
@@ -602,7 +622,7 @@ class Backend:
         except OSError as exc:
             self.log("io-error", ring=ring.name, n=n, id=rid, why=str(exc))
             status = RSP_ERROR
-        self.log("request", ring=ring.name, n=n, id=rid, op=op, sector=sector, segs=len(segs), status=status,
+        self.log("request", ring=ring.name, n=n, at=at, id=rid, op=op, sector=sector, segs=len(segs), status=status,
                  rule=rule.get("do") if rule else None)
         # For map-other: the grants this request used that end with it.
         self.last_grefs = [g for g in dict.fromkeys(g for g, _, _ in segs) if g not in self.persistent]
@@ -615,21 +635,21 @@ class Backend:
             self.log("ring-broken", ring=ring.name, why=str(exc))
             self.stop = True
             return
-        for raw in reqs:
+        for _, raw in reqs:
             ring.outstanding.add(struct.unpack_from("<Q", raw, 8)[0])
         pushed, after = False, []
-        for raw in reqs:
-            responses, rule = self.handle(ring, raw)
+        for at, raw in reqs:
+            responses, rule = self.handle(ring, at, raw)
             lie = rule.get("do") if rule else None
             if lie == "delay":
-                ring.delayed.append((time.monotonic() + rule.get("ms", 100) / 1000, responses))
+                ring.delayed.append((time.monotonic() + rule.get("ms", 100) / 1000, responses, "delay"))
                 continue
             if lie == "reorder" and ring.reordered:
                 lie = None       # one held at a time: this one overtakes it
             if lie == "reorder":
                 # Held until a later request's response is out (or `ms`);
                 # one at a time, so the next one overtakes it.
-                ring.reordered.append((time.monotonic() + rule.get("ms", 2000) / 1000, responses))
+                ring.reordered.append((time.monotonic() + rule.get("ms", 2000) / 1000, responses, "reorder"))
                 self.log("lie", ring=ring.name, did="reorder", id=responses[0][0])
                 continue
             if lie in ("close-with-io", "vanish-with-io"):
@@ -646,9 +666,9 @@ class Backend:
         if pushed and ring.reordered:
             # Later responses are on the ring now: the held ones go after.
             held, ring.reordered = ring.reordered, []
-            for _, responses in held:
-                self.answer(ring, responses)
-            self.log("reordered", ring=ring.name, ids=[r[0][0] for _, r in held])
+            for _, responses, lie in held:
+                self.answer(ring, responses, lie)
+            self.log("reordered", ring=ring.name, ids=[r[0][0] for _, r, _ in held])
         if not pushed:
             return
         lies = {lie for lie, _, _ in after}
@@ -660,7 +680,8 @@ class Backend:
             rule = next(r for lie, r, _ in after if lie == "no-notify")
             due = ring.push(prod, notify=False)
             ring.late_notify = time.monotonic() + rule.get("ms", 2000) / 1000
-            self.log("lie", ring=ring.name, did="no-notify", notify_was_due=due, late_in_ms=rule.get("ms", 2000))
+            self.log("lie", ring=ring.name, did="no-notify", notify_was_due=due, late_in_ms=rule.get("ms", 2000),
+                     at=(ring.rsp_pvt - 1) & 0xFFFFFFFF)
         else:
             ring.push(prod)
         if prod is not None:
@@ -670,7 +691,7 @@ class Backend:
                 count = rule.get("value") or 10000
                 for _ in range(count):
                     self.evt.notify(ring.port)
-                self.log("lie", ring=ring.name, did="storm", notifications=count)
+                self.log("lie", ring=ring.name, did="storm", notifications=count, at=(ring.rsp_pvt - 1) & 0xFFFFFFFF)
             elif lie == "rewrite-after-push":
                 self.rewrite(ring, *extra)
             elif lie == "map-other":
@@ -678,10 +699,10 @@ class Backend:
             elif lie == "state-jump":
                 self.state_jump()
 
-    def answer(self, ring, responses):
+    def answer(self, ring, responses, lie=None):
         for rid, op, status in responses:
             ring.outstanding.discard(rid)
-            ring.put(rid, op, status)
+            ring.put(rid, op, status, lie)
 
     def not_pending(self, ring, rid):
         """An id inside the ring's range that no request taken and not yet
@@ -696,35 +717,35 @@ class Backend:
         extra = None
         if lie == "duplicate":
             self.answer(ring, responses)
-            ring.put(rid, op, status)
+            ring.put(rid, op, status, lie)
         elif lie == "unknown-id":
             # The request itself is never answered: blkfront must stop at
             # the lie, not wait for its answer.
             said["answered_id"] = other = self.not_pending(ring, rid)
-            ring.put(other, op, status)
+            ring.put(other, op, status, lie)
         elif lie == "id-out-of-range":
             said["answered_id"] = other = rule.get("value") or (1 << 20) + rid
-            ring.put(other, op, status)
+            ring.put(other, op, status, lie)
         elif lie == "wrong-op":
             said["answered_op"] = wrong = {OP_READ: OP_WRITE, OP_WRITE: OP_READ}.get(op, OP_READ)
             ring.outstanding.discard(rid)
-            ring.put(rid, wrong, status)
+            ring.put(rid, wrong, status, lie)
         elif lie == "bad-status":
             said["status"] = bad = rule.get("value") or 7
             ring.outstanding.discard(rid)
-            ring.put(rid, op, bad)
+            ring.put(rid, op, bad, lie)
         elif lie == "unsolicited":
             said["unsolicited_id"] = other = self.not_pending(ring, rid)
-            ring.put(other, op, RSP_OKAY)
+            ring.put(other, op, RSP_OKAY, lie)
             self.answer(ring, responses)
         elif lie == "rewrite-after-push":
             ring.outstanding.discard(rid)
-            extra = (ring.put(rid, op, status), ring.rsp_pvt, rid, op)
+            extra = (ring.put(rid, op, status, lie), ring.rsp_pvt, rid, op)
         elif lie == "map-other":
-            self.answer(ring, responses)
+            self.answer(ring, responses, lie)
             extra = (ring.rsp_pvt, rid, list(self.last_grefs))
         else:   # the response is right; the ring's handling or the grants lie
-            self.answer(ring, responses)
+            self.answer(ring, responses, lie)
         if lie not in ("rsp-prod-ahead", "storm", "no-notify", "rewrite-after-push", "keep-mapped", "map-other",
                        "state-jump", "scribble-write"):
             self.log("lie", **said)
@@ -779,7 +800,9 @@ class Backend:
             return
         other = self.not_pending(ring, rid)
         ring.mm[off:off + RSP.size] = RSP.pack(other, op & 0xFF, RSP_ERROR)
-        self.log("lie", ring=ring.name, did="rewrite-after-push", id=rid, rewritten_id=other)
+        # next_at: a frontend that read the rewritten response would stop
+        # there; the model wants the responses after it consumed.
+        self.log("lie", ring=ring.name, did="rewrite-after-push", id=rid, rewritten_id=other, next_at=ring.rsp_pvt)
 
     def release_held(self, now, everything=False):
         keep = []
@@ -799,14 +822,14 @@ class Backend:
         late = [r for r in ring.reordered if r[0] <= now]
         if late:
             ring.reordered = [r for r in ring.reordered if r[0] > now]
-            self.log("reorder-timeout", ring=ring.name, ids=[r[0][0] for _, r in late])
-            ring.delayed.extend((now, r) for _, r in late)
+            self.log("reorder-timeout", ring=ring.name, ids=[r[0][0] for _, r, _ in late])
+            ring.delayed.extend((now, r, lie) for _, r, lie in late)
         due = [r for r in ring.delayed if r[0] <= now]
         if not due:
             return
         ring.delayed = [r for r in ring.delayed if r[0] > now]
-        for _, responses in due:
-            self.answer(ring, responses)
+        for _, responses, lie in due:
+            self.answer(ring, responses, lie)
         ring.push()
 
     # -- the loop ---------------------------------------------------------------
@@ -818,7 +841,7 @@ class Backend:
             return 1
         last_state = 0.0
         while not self.stop:
-            delays = [d for r in self.rings.values() for d, _ in r.delayed + r.reordered]
+            delays = [d for r in self.rings.values() for d, _, _ in r.delayed + r.reordered]
             delays += [r.late_notify for r in self.rings.values() if r.late_notify is not None]
             delays += [h[0] for h in self.held]
             wait = 0.05 if not delays else max(0.0, min(min(delays) - time.monotonic(), 0.05))
@@ -832,6 +855,7 @@ class Backend:
             for ring in list(self.rings.values()):
                 self.release_delayed(ring, now)
                 self.process(ring)
+                ring.watch_front()
             if now - last_state > 0.5:
                 last_state = now
                 state = self.front_state()

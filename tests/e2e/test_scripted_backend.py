@@ -72,6 +72,12 @@ def test_every_lie_of_the_hostile_backend_is_its_own_case_and_the_unmodified_blk
     assert remapped["other_maps_refused"] >= 2 and remapped["other_maps_allowed"] == 0, remapped
     held = [e for e in backend_events(tmp_path, "xvdy") if e.get("did") == "hold-persistent"]
     assert held and held[0]["pages"] > 0, held
+    # The model read every backend's log: the ring-breaking lies stopped
+    # blkfront at their slot, the tolerated ones were consumed past.
+    models = {c["id"]: c for c in report["checks"] if c["id"].startswith("backend.model[")}
+    assert set(models) == {f"backend.model[xvd{v}]" for v in "bcdefghijklmnopqrstuvwxyz"}, sorted(models)
+    assert all(c["outcome"] == "PASS" for c in models.values()), models
+    assert "lies told: wrong-op" in models["backend.model[xvde]"]["message"]
     junit = (tmp_path / "junit.xml").read_text()
     assert junit.count("<testcase") >= 33
 
@@ -88,3 +94,8 @@ def test_a_blkfront_without_the_response_operation_check_fails_the_wrong_operati
     assert "not in the kernel log: xvde: response has wrong operation" in json.loads(case["evidence"])["output"]
     lies = [e for e in backend_events(tmp_path, "xvde") if e["ev"] == "lie"]
     assert [e["did"] for e in lies] == ["wrong-op"]
+    # The model, from the backend's side of the ring: blkfront consumed past
+    # the response it had to refuse.
+    model = next(c for c in report["checks"] if c["id"] == "backend.model[xvde]")
+    assert model["outcome"] == "FAIL" and model["extra"]["rule"] == "lie.disable", model
+    assert "after the wrong-op response" in model["message"], model
