@@ -152,7 +152,10 @@ class Lifecycle:
         cap.scripted[step.vdev] = vbd
         cap.vdevs.append(step.vdev)
         try:
-            guest_modules.wait_disks(self.guest, [step.vdev], timeout_s, f"attach {step.vdev} (scripted backend)")
+            # A script that sets the disk's size may set it to 0 sectors.
+            empty_ok = step.script is not None and "sectors" in (step.script.features or {})
+            guest_modules.wait_disks(self.guest, [step.vdev], timeout_s, f"attach {step.vdev} (scripted backend)",
+                                     empty_ok=empty_ok)
         except XenrigError:
             cap.vdevs.remove(step.vdev)
             vbd = cap.scripted.pop(step.vdev)

@@ -78,16 +78,17 @@ def insmod(guest: HvmGuest, module: BuiltModule, timeout_s: float) -> LoadedModu
     return LoadedModule(module, load_s, loaded)
 
 
-def wait_disks(guest: HvmGuest, vdevs: list[str], timeout_s: float, stage: str) -> float:
+def wait_disks(guest: HvmGuest, vdevs: list[str], timeout_s: float, stage: str, empty_ok: bool = False) -> float:
     """Wait until blkfront has connected every vdev (its block device exists
-    and reports a size); return the seconds it took."""
+    and reports a size, 0 too if `empty_ok`: a backend that says the disk
+    has no sectors); return the seconds it took."""
     started = time.monotonic()
     deadline = started + timeout_s
     script = " ; ".join(f"cat /sys/block/{v}/size 2>/dev/null || echo missing" for v in vdevs)
     while True:
         res = guest.run(script, timeout_s=30)
         sizes = res.stdout.split()
-        if len(sizes) == len(vdevs) and all(s.isdigit() and int(s) > 0 for s in sizes):
+        if len(sizes) == len(vdevs) and all(s.isdigit() and (empty_ok or int(s) > 0) for s in sizes):
             return time.monotonic() - started
         if time.monotonic() >= deadline:
             dm = guest.run("dmesg | grep -i -E 'blkfront|vbd|xen' | tail -n 15", timeout_s=30).stdout

@@ -11,7 +11,7 @@ saved, restored or migrated.  What it is told travels as a JSON file
 kept in the run folder as evidence.
 
 A backend left behind by a killed run exits by itself once its guest's
-frontend directory is gone (the domain destroyed); `sweep` kills the ones
+frontend directory is gone (the domain destroyed); `SWEEP` kills the ones
 whose domain no longer exists before a new one starts.
 """
 
@@ -41,6 +41,7 @@ class ScriptedVbd:
     spec: str        # the spec file in dom0
     log: str         # its JSON-lines log in dom0
     stderr: str
+    name: str = ""   # its files in the run folder: <name>.jsonl, <name>.spec.json
 
 
 def _names(domid: int, devid: int) -> tuple[str, str, str]:
@@ -48,14 +49,13 @@ def _names(domid: int, devid: int) -> tuple[str, str, str]:
     return base + ".json", base + ".log.jsonl", base + ".stderr"
 
 
-def sweep(xen) -> None:
-    """Kill the scripted backends whose domain no longer exists (a run
-    killed before it could stop its own)."""
-    xen.run(f"live=\" $(xl list | awk 'NR > 1 {{print $2}}' | tr '\\n' ' ') \"; "
-            f"for f in {STATE_DIR}/d*.pid; do [ -e \"$f\" ] || continue; "
-            "n=${f##*/d}; d=${n%%-*}; case $d in *[!0-9]*|'') continue;; esac; "
-            "case $live in *\" $d \"*) continue;; esac; "
-            "kill -9 \"$(cat \"$f\")\" 2>/dev/null; rm -f \"$f\"; done", timeout_s=30)
+# Kills the scripted backends whose domain no longer exists (a run killed
+# before it could stop its own); run before each new backend starts.
+SWEEP = (f"live=\" $(xl list | awk 'NR > 1 {{print $2}}' | tr '\\n' ' ') \"; "
+         f"for f in {STATE_DIR}/d*.pid; do [ -e \"$f\" ] || continue; "
+         "n=${f##*/d}; d=${n%%-*}; case $d in *[!0-9]*|'') continue;; esac; "
+         "case $live in *\" $d \"*) continue;; esac; "
+         "kill -9 \"$(cat \"$f\")\" 2>/dev/null; rm -f \"$f\"; done")
 
 
 def start(xen, *, domid: int, vdev: str, image: str, script: dict, run_dir: Path,
@@ -70,11 +70,18 @@ def start(xen, *, domid: int, vdev: str, image: str, script: dict, run_dir: Path
     spec = {"domid": domid, "devid": devid, "vdev": vdev, "image": image, "log": log, "trusted": trusted,
             "frontend": f"/local/domain/{domid}/device/vbd/{devid}",
             "backend": f"/local/domain/0/backend/xrvbd/{domid}/{devid}", "script": script}
-    sweep(xen)
-    local = run_dir / f"xrback-{vdev}.spec.json"
+    # A vdev attached again after a detach gets files of its own: the
+    # first backend's log stays the evidence of its lie.
+    name, n = f"xrback-{vdev}", 1
+    while (run_dir / f"{name}.spec.json").exists():
+        n += 1
+        name = f"xrback-{vdev}.{n}"
+    local = run_dir / f"{name}.spec.json"
     local.write_text(json.dumps(spec, indent=1) + "\n")
-    xen.run(f"mkdir -p {STATE_DIR} && rm -f {shlex.quote(log)} {shlex.quote(stderr)}", check=True, timeout_s=30,
-            what="preparing the scripted backend's folder")
+    # The sweep and the folder in one exchange with dom0 (a round trip
+    # costs a few hundred ms under TCG, and a hostile run attaches dozens).
+    xen.run(f"{SWEEP}; mkdir -p {STATE_DIR} && rm -f {shlex.quote(log)} {shlex.quote(stderr)}", check=True,
+            timeout_s=30, what="preparing the scripted backend's folder")
     xen.ssh.put(local, spec_path)
     pidfile = f"{STATE_DIR}/d{domid}-{devid}.pid"
     res = xen.run(f"setsid python3 {AGENT_DIR}/{SCRIPT} {shlex.quote(spec_path)} "
@@ -88,7 +95,7 @@ def start(xen, *, domid: int, vdev: str, image: str, script: dict, run_dir: Path
         err = xen.run(f"cat {shlex.quote(stderr)}", timeout_s=30).stdout.strip()[-600:]
         raise InfraError(f"the scripted backend for {vdev} did not start: {err or 'no output'}",
                          hint=f"Its spec is {spec_path} in dom0")
-    return ScriptedVbd(vdev, domid, devid, int(lines[0]), spec_path, log, stderr)
+    return ScriptedVbd(vdev, domid, devid, int(lines[0]), spec_path, log, stderr, name)
 
 
 def stop(xen, vbd: ScriptedVbd, timeout_s: float = 60) -> dict:
@@ -120,9 +127,10 @@ def fetch_log(xen, vbd: ScriptedVbd, run_dir: Path) -> list[dict]:
     (lines that do not parse are kept in the copy and skipped here)."""
     text = xen.run(f"cat {shlex.quote(vbd.log)} 2>/dev/null", timeout_s=60).stdout
     err = xen.run(f"cat {shlex.quote(vbd.stderr)} 2>/dev/null", timeout_s=30).stdout
-    (run_dir / f"xrback-{vbd.vdev}.jsonl").write_text(text)
+    name = vbd.name or f"xrback-{vbd.vdev}"
+    (run_dir / f"{name}.jsonl").write_text(text)
     if err.strip():
-        (run_dir / f"xrback-{vbd.vdev}.stderr").write_text(err)
+        (run_dir / f"{name}.stderr").write_text(err)
     events = []
     for line in text.splitlines():
         try:

@@ -93,3 +93,15 @@ def test_a_rule_without_ms_leaves_the_behaviours_own_default_to_the_backend():
     payload = scripted_backend.script_payload(BackendScript(rules=[BackendRule(do="reorder"),
                                                                    BackendRule(do="delay", ms=300)]))
     assert [r.get("ms") for r in payload["rules"]] == [None, 300]
+
+
+def test_a_vdev_attached_again_keeps_the_first_backends_log(tmp_path):
+    xen = FakeXen(alive=True)
+    first = scripted_backend.start(xen, domid=3, vdev="xvdt", image="/r/i.img", script={}, run_dir=tmp_path)
+    second = scripted_backend.start(xen, domid=3, vdev="xvdt", image="/r/i.img", script={}, run_dir=tmp_path)
+    assert (first.name, second.name) == ("xrback-xvdt", "xrback-xvdt.2")
+    xen.run = lambda command, **kw: SimpleNamespace(stdout='{"ev": "nodes"}\n' if "log" in command else "",
+                                                    exit_status=0)
+    scripted_backend.fetch_log(xen, first, tmp_path)
+    scripted_backend.fetch_log(xen, second, tmp_path)
+    assert {p.name for p in tmp_path.glob("*.jsonl")} == {"xrback-xvdt.jsonl", "xrback-xvdt.2.jsonl"}
