@@ -4,6 +4,7 @@ proving they are the ones it built (build id from /sys/module/*/notes)."""
 from __future__ import annotations
 
 import hashlib
+import shlex
 import time
 from pathlib import Path
 from dataclasses import dataclass
@@ -84,7 +85,17 @@ def wait_disks(guest: HvmGuest, vdevs: list[str], timeout_s: float, stage: str, 
     has no sectors); return the seconds it took."""
     started = time.monotonic()
     deadline = started + timeout_s
-    script = " ; ".join(f"cat /sys/block/{v}/size 2>/dev/null || echo missing" for v in vdevs)
+    # The guest polls itself, every 0.1 s for up to 5 s per exchange: an
+    # exchange with the guest costs about a second under TCG, and a
+    # hostile-backend run attaches dozens of disks.
+    names = " ".join(shlex.quote(v) for v in vdevs)
+    zero = ";;" if empty_ok else "ok=0;;"
+    # Shell builtins only in the loop (a fork costs the guest more).
+    script = (f"i=0; while [ $i -lt 50 ]; do ok=1; for v in {names}; do s=; "
+              "[ -r /sys/block/$v/size ] && read -r s < /sys/block/$v/size; "
+              f"case \"$s\" in ''|*[!0-9]*) ok=0;; 0) {zero} esac; done; [ $ok = 1 ] && break; "
+              "sleep 0.1; i=$((i + 1)); done; "
+              + " ; ".join(f"cat /sys/block/{shlex.quote(v)}/size 2>/dev/null || echo missing" for v in vdevs))
     while True:
         res = guest.run(script, timeout_s=30)
         sizes = res.stdout.split()
