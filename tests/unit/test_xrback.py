@@ -325,3 +325,29 @@ def test_hold_persistent_keeps_the_pages_and_sees_a_guest_reusing_one(backend):
     assert backend.checks["held_pages_reused"] == 1 and backend.persistent == {}
     assert [e["gref"] for e in events(backend) if e["ev"] == "held-page-reused"] == [8]
     assert all(m.closed for m in backend.gnt.maps[1:])     # [0]: the ring
+
+
+def test_the_log_says_where_each_response_went_and_how_far_the_frontend_read(backend):
+    """What the model (harness/model/backend_lies.py) reads: every response
+    with its ring index and lie, and rsp_event each time it moves."""
+    from harness.model import backend_lies
+
+    backend.pages[1] = bytearray(PAGE)
+    backend.script = xrback.Script([{"do": "duplicate", "nth": 1}])
+    produce(backend, [rw(xrback.OP_READ, 3, 0, [(1, 0, 7)])])
+    backend.process(backend.ring)
+    backend.ring.watch_front()
+    produce(backend, [rw(xrback.OP_READ, 4, 8, [(1, 0, 7)])])   # the frontend read slot 0: rsp_event 2
+    backend.process(backend.ring)
+    backend.ring.watch_front()
+    log = events(backend)
+    assert [(e["at"], e["id"], e.get("lie")) for e in log if e["ev"] == "rsp"] == [
+        (0, 3, None), (1, 4, None), (2, 4, "duplicate")]
+    assert [e["at"] for e in log if e["ev"] == "request"] == [0, 1]
+    assert [e["rsp_event"] for e in log if e["ev"] == "seen"] == [1, 2]
+    assert backend_lies.judge(log) is None
+    # A frontend that went on past the duplicate breaks lie.disable.
+    struct.pack_into("<I", backend.ring.mm.buf, 12, 4)
+    backend.ring.watch_front()
+    found = backend_lies.judge(events(backend))
+    assert found is not None and found[1].rule == "lie.disable"
