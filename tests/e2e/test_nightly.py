@@ -36,8 +36,16 @@ def test_two_shards_merge_into_the_grid_of_the_whole_matrix(tmp_path, no_stack_l
     assert res.returncode == 0, res.stdout + res.stderr
     every = [c.id for c in load_matrix(MATRIX).cells]
     assert every == ["smoke/phy/default", "smoke/qdisk/default"]
-    assert grid(sharded) == {cell: "PASS" for cell in every}
+    # FLAKY is a pass on the retry of an infrastructure failure (on nested
+    # TCG a guest can triple-fault in the core kernel, session 15's CI saw
+    # one): the night still passes and says so; a product FAIL never is.
+    statuses = grid(sharded)
+    assert set(statuses) == set(every) and set(statuses.values()) <= {"PASS", "FLAKY"}, statuses
     merged = json.loads((sharded / "nightly.json").read_text())
+    assert merged["outcome"] == "PASS", merged["counts"]
+    for cell in merged["cells"]:
+        if cell["status"] == "FLAKY":
+            assert cell["classification"] == "infrastructure" and cell["outcome"] == "PASS", cell
     ran = [c["id"] for c in merged["cells"]]
     assert sorted(ran) == every, ran             # each cell once, none lost or doubled
     index = (sharded / "index.html").read_text()
