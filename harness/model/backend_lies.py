@@ -148,6 +148,10 @@ class BackendLog:
 
     # -- the end -------------------------------------------------------------------
     def finish(self) -> None:
+        """What the end of the log owes.  The backend logs rsp_event within
+        50 ms of each move for as long as it runs, and the harness reads its
+        log only at the vbd's detach or at the end of the run: a response
+        not consumed by the end of the log was not consumed by then."""
         for name, ring in self.rings.items():
             for at, lie, line in ring.owed:
                 if at not in ring.put:
