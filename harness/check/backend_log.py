@@ -62,7 +62,12 @@ def verdict_of(events: list[dict], name: str | None = None) -> Verdict:
     if not events or crashed is not None:
         why = f"the backend crashed: {crashed.get('why')}" if crashed else "the log is empty"
         return Verdict(ERROR, error=f"{why}; its log cannot judge the frontend", **base)
-    found = backend_lies.judge(plain)
+    try:
+        found = backend_lies.judge(plain)
+    except backend_lies.Malformed as exc:
+        where = events[exc.args[1]].get("_line", exc.args[1] + 1)
+        return Verdict(ERROR, error=f"{name or '<log>'}:{where}: {exc.args[0]}; the log cannot judge the frontend",
+                       **base)
     if found is None:
         return Verdict(PASS, **base)
     index, exc = found

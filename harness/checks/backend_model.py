@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.check import backend_log
 from harness.checks.result import ERROR, FAIL, PASS, CheckResult
 from harness.errors import XenrigError
+from harness.model import backend_lies
 
 
 def check(run_dir: Path) -> list[CheckResult]:
@@ -19,11 +20,16 @@ def check(run_dir: Path) -> list[CheckResult]:
         vdev = path.name[len("xrback-"):-len(".jsonl")]
         cid = f"backend.model[{vdev}]"
         try:
-            verdict = backend_log.check_file(path)
+            events = backend_log.read(path)
+            verdict = backend_log.verdict_of(events, str(path))
         except XenrigError as exc:
             results.append(CheckResult(cid, ERROR, f"the backend's log of {vdev} could not be read: {exc.message}"))
             continue
-        lies = next((n[len("lies told: "):] for n in verdict.notes if n.startswith("lies told: ")), "none")
+        except Exception as exc:  # noqa: BLE001 - runs while the run's results are collected: must not hide them
+            results.append(CheckResult(cid, ERROR, f"judging the backend's log of {vdev} failed: "
+                                       f"{type(exc).__name__}: {exc}"))
+            continue
+        lies = ", ".join(backend_lies.lies_told(events)) or "none"
         d = verdict.divergence
         if verdict.outcome == PASS:
             results.append(CheckResult(cid, PASS, f"the model accepts the {verdict.events} events of {vdev}'s "

@@ -45,7 +45,7 @@ class _Ring:
     rsp_event: int | None = None
     disabled_at: tuple | None = None               # (slot, lie, line) of the first refusing lie
     owed: list = field(default_factory=list)       # [slot, lie, line]: tolerated, not yet consumed past
-    put: set = field(default_factory=set)          # slots a response was put in (recent)
+    put: set = field(default_factory=set)          # slots a response was put in
 
 
 class BackendLog:
@@ -55,15 +55,12 @@ class BackendLog:
         self.rings: dict[str, _Ring] = {}
         self.persistent = False
         self.trusted = True
-        self.lies: list[tuple[str, str]] = []       # (lie, verdict) for the summary
-        self.last_line = 0
 
     def ring(self, name: str) -> _Ring:
         return self.rings.setdefault(name, _Ring())
 
     def feed(self, ev: dict, line: int) -> None:
         kind = ev.get("ev")
-        self.last_line = line
         handler = getattr(self, "on_" + str(kind).replace("-", "_"), None)
         if handler is not None:
             handler(ev, line)
@@ -163,15 +160,23 @@ class BackendLog:
                                  expected=f"rsp_event > {(at + 1) & MASK}", actual=ring.rsp_event)
 
 
+class Malformed(Exception):
+    """An event lacks a field its kind needs (a log edited by hand, or from
+    another version of the backend): the log cannot be judged."""
+
+
 def judge(events: list[dict]) -> tuple[int, Divergence] | None:
     """The first broken rule and the index of the event that broke it (the
-    last event's index for what the end of the log owes), or None."""
+    last event's index for what the end of the log owes), or None.  Raises
+    Malformed (with the event's index as args[1]) for an event it cannot read."""
     log = BackendLog()
     for i, ev in enumerate(events):
         try:
             log.feed(ev, i)
         except Divergence as exc:
             return i, exc
+        except (KeyError, TypeError) as exc:
+            raise Malformed(f"a {ev.get('ev')!r} event without a usable {exc}", i) from None
     try:
         log.finish()
     except Divergence as exc:

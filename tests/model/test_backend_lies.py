@@ -134,3 +134,10 @@ def test_a_backend_log_is_told_apart_from_a_trace(tmp_path):
     trace = tmp_path / "trace.jsonl"
     trace.write_text('{"v":1,"kind":"header","policy":"linux-6.1"}\n')
     assert not backend_log.is_backend_log(trace)
+
+
+def test_an_event_missing_a_field_is_an_error_naming_its_line_not_a_traceback(tmp_path):
+    path = write(tmp_path, connect() + [{"ev": "rsp", "ring": "q0", "id": 3}])
+    verdict = backend_log.check_file(path)
+    assert verdict.outcome == "ERROR" and "xrback-xvdb.jsonl:4" in verdict.error and "'at'" in verdict.error
+    assert backend_model.check(tmp_path)[0].outcome == "ERROR"
