@@ -273,7 +273,9 @@ class Ring:
         self.mm, self.index = back.gnt.map(back.domid, refs, True)
         self.hdr = self.mm.view.cast("I")[:4]      # req_prod req_event rsp_prod rsp_event
         self.size = 1 << ((PAGE * self.npages - RSP_OFF) // REQ_SIZE).bit_length() - 1
-        self.req_cons = self.hdr[0]
+        # Requests the frontend pushed before we mapped the ring (connect-early
+        # lets it) are unanswered: start at the responses, not at req_prod.
+        self.req_cons = self.hdr[2]
         self.rsp_pvt = self.hdr[2]
         self.port = back.evt.bind(back.domid, port)
         self.delayed = []            # (due, responses, lie) held back by a delay rule
